@@ -1,0 +1,81 @@
+"""multitask: stream validated items out of an LLM's structured answer, one at a time."""
+
+from __future__ import annotations
+
+from ._api import extract, extract_stream, extract_stream_sync, extract_sync
+from ._client import Client, Options
+from ._exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    ContentFilterError,
+    EventTooLargeError,
+    IncompleteOutputError,
+    ItemTooLargeError,
+    ItemValidationError,
+    MalformedOutputError,
+    MultitaskError,
+    ProviderError,
+    RefusalError,
+    StreamDecodeError,
+    StreamError,
+)
+from ._extraction import Extraction
+from ._multitask import MultiTask, MultiTaskModel
+from ._patch import patch
+from ._providers import (
+    HTTPRequest,
+    Provider,
+    RequestSpec,
+    StreamDecoder,
+    Usage,
+    provider_names,
+    register_provider,
+)
+from ._schema import SchemaError
+from ._sse import ServerSentEvent, SSEDecoder
+from ._stream import ItemStream, StreamInfo
+from ._taskparser import TaskParser
+from ._validation import InvalidItem, OnInvalid
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "Client",
+    "ContentFilterError",
+    "EventTooLargeError",
+    "Extraction",
+    "HTTPRequest",
+    "IncompleteOutputError",
+    "InvalidItem",
+    "ItemStream",
+    "ItemTooLargeError",
+    "ItemValidationError",
+    "MalformedOutputError",
+    "MultiTask",
+    "MultiTaskModel",
+    "MultitaskError",
+    "OnInvalid",
+    "Options",
+    "Provider",
+    "ProviderError",
+    "RefusalError",
+    "RequestSpec",
+    "SSEDecoder",
+    "SchemaError",
+    "ServerSentEvent",
+    "StreamDecodeError",
+    "StreamDecoder",
+    "StreamError",
+    "StreamInfo",
+    "TaskParser",
+    "Usage",
+    "extract",
+    "extract_stream",
+    "extract_stream_sync",
+    "extract_sync",
+    "patch",
+    "provider_names",
+    "register_provider",
+]

@@ -1,0 +1,117 @@
+"""One-call functions: extraction with a client of their own, async and sync."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Iterator
+from typing import Any, TypeVar
+
+import anyio.from_thread
+
+from ._client import Client
+from ._stream import ItemStream
+
+__all__ = ["extract", "extract_stream", "extract_stream_sync", "extract_sync"]
+
+T = TypeVar("T")
+
+
+def extract_stream(
+    item_type: type[T] | Any,
+    text: str | None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    **options: Any,
+) -> ItemStream[T]:
+    """Stream the items of `item_type` in `text`, each the moment it is complete.
+
+        async for user in multitask.extract_stream(User, text, model="openai:gpt-4o-mini"):
+            print(user)
+
+    Opens a client for this one extraction and closes it when the stream ends. To run many,
+    share one `Client` and its connection pool instead.
+    """
+    client = Client(model, base_url=base_url, api_key=api_key)
+    stream: ItemStream[T] = client.extract_stream(item_type, text, **options)
+    return ItemStream(_owned(client, stream), stream.info)
+
+
+async def _owned(client: Client, stream: ItemStream[T]) -> AsyncGenerator[T, None]:
+    try:
+        async for item in stream:
+            yield item
+    finally:
+        await stream.aclose()
+        await client.aclose()
+
+
+async def extract(
+    item_type: type[T] | Any,
+    text: str | None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    **options: Any,
+) -> list[T]:
+    """Extract every item of `item_type` in `text` into a list."""
+    async with Client(model, base_url=base_url, api_key=api_key) as client:
+        return await client.extract(item_type, text, **options)
+
+
+def extract_stream_sync(
+    item_type: type[T] | Any,
+    text: str | None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    backend: str = "asyncio",
+    **options: Any,
+) -> Iterator[T]:
+    """Yield items as they arrive, from synchronous code (scripts, notebooks).
+
+    The event loop runs in a worker thread behind an anyio blocking portal, so this works
+    in a thread that already runs a loop (a Jupyter cell) too. Leaving the loop early closes
+    the connection.
+    """
+    with anyio.from_thread.start_blocking_portal(backend) as portal:
+        stream: ItemStream[T] = portal.call(
+            lambda: extract_stream(
+                item_type, text, model=model, base_url=base_url, api_key=api_key, **options
+            )
+        )
+        try:
+            while True:
+                try:
+                    item = portal.call(stream.__anext__)
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            portal.call(stream.aclose)
+
+
+def extract_sync(
+    item_type: type[T] | Any,
+    text: str | None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    backend: str = "asyncio",
+    **options: Any,
+) -> list[T]:
+    """Extract every item into a list, from synchronous code."""
+    return list(
+        extract_stream_sync(
+            item_type,
+            text,
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            backend=backend,
+            **options,
+        )
+    )

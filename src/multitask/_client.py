@@ -1,0 +1,308 @@
+"""The async client: sends the request, feeds the response bytes to an `Extraction`, retries.
+
+This is the I/O shell around the sans-IO pieces. Bytes go from the socket straight into the
+pipeline as they arrive; each validated item is handed to the caller before the next read.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import AsyncGenerator, Hashable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+import anyio
+import httpx
+
+from ._exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    MultitaskError,
+    ProviderError,
+    StreamDecodeError,
+    StreamError,
+)
+from ._multitask import MultiTask, MultiTaskModel
+from ._prompt import Message, build_messages, default_system
+from ._providers import Mode, Provider, RequestSpec, get_provider, split_model
+from ._stream import ItemStream, StreamInfo
+from ._taskparser import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_ITEM_BYTES
+from ._validation import OnInvalid
+
+__all__ = ["DEFAULT_TIMEOUT", "Client", "Options"]
+
+T = TypeVar("T")
+
+#: Ten seconds to connect; up to ten minutes between two chunks (a model may think long).
+DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+
+_RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+_RETRY_ERROR_TYPES = frozenset(
+    {"overloaded_error", "api_error", "rate_limit_error", "server_error", "rate_limit_exceeded"}
+)
+_MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Per-extraction settings; the client's are the defaults for every call."""
+
+    mode: Mode = "tools"
+    system: str | None = None
+    messages: Sequence[Message] | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    on_invalid: OnInvalid = "raise"
+    validation_context: Any = None
+    timeout: float | httpx.Timeout | None = None
+    deadline: float | None = None
+    max_retries: int = 2
+    max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
+    extra_body: Mapping[str, Any] | None = None
+
+
+class Client:
+    """An extraction client: one connection pool, the defaults, and `extract_stream`.
+
+    Use it as an async context manager so the pool is closed when you are done:
+
+        async with multitask.Client(model="openai:gpt-4o-mini") as client:
+            async for user in client.extract_stream(User, text):
+                ...
+
+    `model` is `"provider:model_name"` (default: `MULTITASK_MODEL`). `base_url` and `api_key`
+    default to the provider's environment variables. Pass `http_client` to use your own
+    `httpx.AsyncClient` (proxies, custom transports); the client then leaves it open.
+    Any `Options` field given here is the default for every call.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_connections: int = 1000,
+        **options: Any,
+    ) -> None:
+        model = model or os.environ.get("MULTITASK_MODEL")
+        if not model:
+            raise MultitaskError(
+                "no model: pass model='provider:model_name' or set MULTITASK_MODEL"
+            )
+        provider_name, self.model_name = split_model(model)
+        self.model = model
+        self.provider: Provider = get_provider(provider_name, base_url=base_url, api_key=api_key)
+        self.options = Options(**options)
+        self._headers = dict(headers or {})
+        self._own_http = http_client is None
+        self._http = http_client
+        self._max_connections = max_connections
+
+    def __repr__(self) -> str:
+        return f"<multitask.Client model={self.model!r} provider={self.provider!r}>"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        self._client()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (unless it was the caller's own)."""
+        if self._own_http and self._http is not None:
+            http, self._http = self._http, None
+            await http.aclose()
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            limits = httpx.Limits(
+                max_connections=self._max_connections,
+                max_keepalive_connections=min(self._max_connections, 100),
+            )
+            self._http = httpx.AsyncClient(
+                timeout=DEFAULT_TIMEOUT, limits=limits, follow_redirects=False
+            )
+        return self._http
+
+    # -- extraction ----------------------------------------------------------------------------
+
+    def extract_stream(
+        self, item_type: type[T] | Any, text: str | None, **options: Any
+    ) -> ItemStream[T]:
+        """Stream the items of type `item_type` found in `text`, each as soon as it is complete.
+
+        Returns an `ItemStream`: iterate it with `async for`; use it with `async with` to close
+        it deterministically. Raises (after the valid items) `IncompleteOutputError`,
+        `RefusalError`, `ProviderError`, `APIConnectionError`, `ItemValidationError`, ...
+        """
+        opts = replace(self.options, **options) if options else self.options
+        schema: type[MultiTaskModel[T]] = _multitask(cast(Hashable, item_type))
+        system = opts.system or default_system(schema.task_name)
+        system, messages = build_messages(text, system=system, messages=opts.messages)
+        spec = RequestSpec(
+            model=self.model_name,
+            schema=schema,
+            mode=opts.mode,
+            system=system,
+            messages=messages,
+            max_tokens=opts.max_tokens,
+            temperature=opts.temperature,
+            extra_body=opts.extra_body or {},
+        )
+        request = self.provider.request(spec)  # fail fast on a bad mode or missing key
+        info = StreamInfo()
+        return ItemStream(self._run(schema, spec, request, opts, info), info)
+
+    async def extract(self, item_type: type[T] | Any, text: str | None, **options: Any) -> list[T]:
+        """Extract every item into a list (the stream, collected)."""
+        stream: ItemStream[T] = self.extract_stream(item_type, text, **options)
+        return await stream.collect()
+
+    async def _run(
+        self,
+        schema: type[MultiTaskModel[T]],
+        spec: RequestSpec,
+        request: Any,
+        opts: Options,
+        info: StreamInfo,
+    ) -> AsyncGenerator[T, None]:
+        http = self._client()
+        headers = {**request.headers, **self._headers}
+        timeout = opts.timeout if opts.timeout is not None else DEFAULT_TIMEOUT
+        deadline = anyio.current_time() + opts.deadline if opts.deadline is not None else math.inf
+        attempt = 0
+        while True:
+            attempt += 1
+            info.attempts = attempt
+            extraction = schema.extraction(
+                self.provider.decoder(spec.mode),
+                on_invalid=opts.on_invalid,
+                validation_context=opts.validation_context,
+                max_item_bytes=opts.max_item_bytes,
+                max_answer_bytes=opts.max_answer_bytes,
+            )
+            info.skipped = extraction.skipped
+            try:
+                async with http.stream(
+                    request.method, request.url, headers=headers, json=request.json, timeout=timeout
+                ) as response:
+                    if response.status_code >= 400:
+                        body = await _read_capped(response)
+                        raise self.provider.error(response.status_code, response.headers, body)
+                    _check_content_type(response)
+                    chunks = response.aiter_bytes()
+                    while True:
+                        try:
+                            with anyio.fail_after(deadline - anyio.current_time()):
+                                chunk = await chunks.__anext__()
+                        except StopAsyncIteration:
+                            break
+                        items = extraction.feed_bytes(chunk)
+                        if items:
+                            info.usage = extraction.usage
+                            for item in items:
+                                info.items += 1
+                                yield item
+                items = extraction.close()
+                info.usage = extraction.usage
+                info.finish_reason = extraction.finish_reason
+                for item in items:
+                    info.items += 1
+                    yield item
+                extraction.raise_for_outcome()
+                return
+            except (httpx.TransportError, TimeoutError, ProviderError) as exc:
+                info.usage = extraction.usage
+                info.finish_reason = extraction.finish_reason
+                error = _translate(exc, info.items)
+                delay = _retry_delay(error, attempt, opts.max_retries, info.items)
+                if delay is None or anyio.current_time() + delay >= deadline:
+                    raise error from exc
+            await anyio.sleep(delay)
+
+
+def _translate(exc: BaseException, delivered: int) -> MultitaskError:
+    """Our exception for a transport failure (a provider error passes through)."""
+    if isinstance(exc, MultitaskError):
+        return exc
+    after = f" after {delivered} item(s)" if delivered else ""
+    if isinstance(exc, TimeoutError):
+        return APITimeoutError(f"the total deadline passed{after}")
+    if isinstance(exc, httpx.ConnectTimeout):
+        return APITimeoutError(f"timed out connecting to the provider: {exc}")
+    if isinstance(exc, httpx.TimeoutException):
+        return APITimeoutError(f"timed out waiting for the provider{after}: {type(exc).__name__}")
+    if isinstance(exc, httpx.ConnectError):
+        return APIConnectionError(f"could not connect to the provider: {exc}")
+    if isinstance(exc, httpx.DecodingError):
+        return StreamDecodeError(f"could not decode the response body{after}: {exc}")
+    return APIConnectionError(f"the connection dropped mid-stream{after}: {exc}")
+
+
+def _retry_delay(
+    error: MultitaskError, attempt: int, max_retries: int, delivered: int
+) -> float | None:
+    """How long to wait before trying again, or None when this error is final.
+
+    Only a request that delivered nothing is retried here: items already handed out cannot be
+    taken back, and repeating them is the fan-out layer's job to prevent.
+    """
+    if delivered or attempt > max_retries:
+        return None
+    retry_after: float | None = None
+    if isinstance(error, APIStatusError):
+        if error.status_code not in _RETRY_STATUSES:
+            return None
+        retry_after = error.retry_after
+    elif isinstance(error, StreamError):
+        if error.error_type not in _RETRY_ERROR_TYPES:
+            return None
+    elif not isinstance(error, APIConnectionError):
+        return None
+    if retry_after is not None and retry_after <= 60:
+        return float(retry_after)
+    backoff: float = min(8.0, 0.5 * 2.0 ** (attempt - 1))
+    return backoff * (0.5 + random.random() / 2)
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= _MAX_ERROR_BODY:
+            break
+    return bytes(body[:_MAX_ERROR_BODY])
+
+
+def _check_content_type(response: httpx.Response) -> None:
+    ctype = response.headers.get("content-type", "")
+    if ctype and "event-stream" not in ctype and "ndjson" not in ctype:
+        raise StreamDecodeError(
+            f"expected an event stream, got HTTP {response.status_code} with content-type "
+            f"{ctype!r} (is the base URL right, and is a proxy in the way?)"
+        )
+
+
+@lru_cache(maxsize=256)
+def _multitask(item_type: Any) -> Any:
+    """One `Multi{Name}` class per item type, made once."""
+    if isinstance(item_type, type) and issubclass(item_type, MultiTaskModel):
+        return item_type
+    return MultiTask(item_type)

@@ -1,0 +1,363 @@
+"""`MultiTask(T)`: the `Multi{Name}` model with `tasks: list[T]`, its schemas and parsers."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Generic,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+    is_typeddict,
+)
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+from pydantic_core import to_json
+
+from ._exceptions import MalformedOutputError
+from ._extraction import Extraction
+from ._providers._anthropic import AnthropicDecoder
+from ._providers._base import AnswerSource, StreamDecoder
+from ._providers._openai_chat import OpenAIChatDecoder
+from ._schema import strict_schema
+from ._validation import OnInvalid
+
+__all__ = ["MultiTask", "MultiTaskModel", "task_name"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_ANTHROPIC_EVENTS = frozenset(
+    {
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "ping",
+        "error",
+    }
+)
+
+
+class _classproperty(Generic[R]):
+    """A read-only property of the class, computed once per class."""
+
+    def __init__(self, fget: Callable[[Any], R]) -> None:
+        self.fget = fget
+        self.__doc__ = fget.__doc__
+        self.name = fget.__name__
+
+    def __get__(self, instance: object, owner: type[Any]) -> R:
+        cache = owner.__dict__.get("_multitask_cache")
+        if cache is None:
+            cache = {}
+            owner._multitask_cache = cache
+        if self.name not in cache:
+            cache[self.name] = self.fget(owner)
+        return cast(R, cache[self.name])
+
+
+class MultiTaskModel(BaseModel, Generic[T]):
+    """Base of every `Multi{Name}` class: `tasks: list[T]`, plus schemas and stream parsers."""
+
+    model_config = ConfigDict(ignored_types=(_classproperty,))
+
+    tasks: list[T]
+
+    #: The item type `T`.
+    item_type: ClassVar[Any]
+    #: `T`'s name as used in the schema's texts.
+    task_name: ClassVar[str]
+
+    # -- schemas -------------------------------------------------------------------------------
+
+    @_classproperty
+    def openai_schema(cls: type[MultiTaskModel[Any]]) -> dict[str, Any]:
+        """The function definition for OpenAI's legacy `functions=[...]` parameter."""
+        schema = cls.model_json_schema()
+        parameters = {k: v for k, v in schema.items() if k not in ("title", "description")}
+        parameters.setdefault("required", ["tasks"])
+        return {
+            "name": cls.__name__,
+            "description": schema.get("description") or cls.__doc__ or "",
+            "parameters": parameters,
+        }
+
+    @_classproperty
+    def openai_tool(cls: type[MultiTaskModel[Any]]) -> dict[str, Any]:
+        """The tool definition for OpenAI's `tools=[...]` parameter."""
+        return {"type": "function", "function": cls.openai_schema}
+
+    @_classproperty
+    def openai_strict_schema(cls: type[MultiTaskModel[Any]]) -> dict[str, Any]:
+        """The parameters schema in the form OpenAI structured outputs accept (`strict: true`)."""
+        return strict_schema(cls.openai_schema["parameters"])
+
+    @_classproperty
+    def openai_strict_tool(cls: type[MultiTaskModel[Any]]) -> dict[str, Any]:
+        """A `strict: true` tool definition for `tools=[...]`."""
+        schema = cls.openai_schema
+        return {
+            "type": "function",
+            "function": {
+                "name": schema["name"],
+                "description": schema["description"],
+                "parameters": cls.openai_strict_schema,
+                "strict": True,
+            },
+        }
+
+    @_classproperty
+    def openai_response_format(cls: type[MultiTaskModel[Any]]) -> dict[str, Any]:
+        """The `response_format` for OpenAI structured outputs (JSON in the message content)."""
+        schema = cls.openai_schema
+        return {
+            "type": "json_schema",
+            "json_schema": {
+                "name": schema["name"],
+                "description": schema["description"],
+                "schema": cls.openai_strict_schema,
+                "strict": True,
+            },
+        }
+
+    @_classproperty
+    def anthropic_schema(cls: type[MultiTaskModel[Any]]) -> dict[str, Any]:
+        """The tool definition for Anthropic's `tools=[...]` parameter."""
+        schema = cls.openai_schema
+        return {
+            "name": schema["name"],
+            "description": schema["description"],
+            "input_schema": schema["parameters"],
+        }
+
+    @_classproperty
+    def item_adapter(cls: type[MultiTaskModel[Any]]) -> TypeAdapter[Any]:
+        """The `TypeAdapter` that validates one item."""
+        return TypeAdapter(cls.item_type)
+
+    @_classproperty
+    def scalar_items(cls: type[MultiTaskModel[Any]]) -> bool:
+        """Whether an item may be a string or number rather than an object."""
+        return not _object_like(cls.item_type)
+
+    # -- reading answers -----------------------------------------------------------------------
+
+    @classmethod
+    def extraction(
+        cls,
+        decoder: StreamDecoder,
+        *,
+        on_invalid: OnInvalid = "raise",
+        validation_context: Any = None,
+        **limits: int,
+    ) -> Extraction[T]:
+        """A sans-IO `Extraction` of this class's items from a stream read by `decoder`."""
+        return Extraction(
+            cls.item_adapter,
+            decoder,
+            on_invalid=on_invalid,
+            validation_context=validation_context,
+            scalar_items=cls.scalar_items,
+            **limits,
+        )
+
+    @classmethod
+    def from_response(
+        cls,
+        completion: Any,
+        *,
+        validation_context: Any = None,
+        on_invalid: OnInvalid = "raise",
+    ) -> MultiTaskModel[T]:
+        """Build an instance from a finished response.
+
+        Takes an OpenAI `ChatCompletion` (SDK object or dict; the answer in `tool_calls`,
+        `function_call` or JSON `content`) or an Anthropic `Message` (a `tool_use` block, or
+        JSON text). Raises `IncompleteOutputError` for a cut-off answer, `RefusalError` for a
+        refusal, `MalformedOutputError` when it holds no answer.
+        """
+        response = _as_dict(completion)
+        decoder: StreamDecoder
+        if "choices" in response:
+            decoder = OpenAIChatDecoder()
+            text = _openai_answer(response, decoder)
+        elif isinstance(response.get("content"), list):
+            decoder = AnthropicDecoder()
+            text = _anthropic_answer(response, decoder)
+        else:
+            raise MalformedOutputError(
+                "not a chat completion or message: expected 'choices' (OpenAI) or a 'content' "
+                f"list (Anthropic), got keys {sorted(response)}"
+            )
+        extraction = cls.extraction(
+            decoder, on_invalid=on_invalid, validation_context=validation_context
+        )
+        items = extraction.feed_text(text) if text else []
+        items += extraction.close()
+        extraction.raise_for_outcome()
+        return cls.model_construct(tasks=items)
+
+    @classmethod
+    def from_streaming_response(
+        cls,
+        chunks: Iterable[Any],
+        *,
+        validation_context: Any = None,
+        on_invalid: OnInvalid = "raise",
+    ) -> Iterator[T]:
+        """Yield each validated item from a stream of chunks, the moment it is complete.
+
+        Chunks are OpenAI `ChatCompletionChunk`s or Anthropic stream events, as SDK objects
+        or dicts. After the last item, raises if the answer was cut off or refused.
+        """
+        extraction: Extraction[T] | None = None
+        for chunk in chunks:
+            payload = _as_dict(chunk)
+            if extraction is None:
+                extraction = cls.extraction(
+                    _sniff(payload), on_invalid=on_invalid, validation_context=validation_context
+                )
+            yield from extraction.feed_payload(payload)
+        if extraction is None:
+            raise MalformedOutputError("the stream was empty")
+        yield from extraction.close()
+        extraction.raise_for_outcome()
+
+    @classmethod
+    async def from_streaming_response_async(
+        cls,
+        chunks: AsyncIterable[Any],
+        *,
+        validation_context: Any = None,
+        on_invalid: OnInvalid = "raise",
+    ) -> AsyncIterator[T]:
+        """The async form of `from_streaming_response`."""
+        extraction: Extraction[T] | None = None
+        async for chunk in chunks:
+            payload = _as_dict(chunk)
+            if extraction is None:
+                extraction = cls.extraction(
+                    _sniff(payload), on_invalid=on_invalid, validation_context=validation_context
+                )
+            for item in extraction.feed_payload(payload):
+                yield item
+        if extraction is None:
+            raise MalformedOutputError("the stream was empty")
+        for item in extraction.close():
+            yield item
+        extraction.raise_for_outcome()
+
+
+def MultiTask(
+    subtask_class: Any,
+    name: str | None = None,
+    description: str | None = None,
+) -> type[MultiTaskModel[Any]]:
+    """Make the `Multi{Name}` model: one field, `tasks: list[T]`, with schemas and parsers.
+
+    `subtask_class` may be a pydantic model, a union of models (discriminated or not), a
+    dataclass, a TypedDict, or any type pydantic validates, such as `str`.
+    """
+    item_name = name or task_name(subtask_class)
+    doc = description or f"Correct segmentation of `{item_name}` tasks"
+    model = create_model(
+        f"Multi{item_name}",
+        __base__=MultiTaskModel[subtask_class],
+        __doc__=doc,
+        tasks=(
+            list[subtask_class],
+            Field(description=f"Correctly segmented list of `{item_name}` tasks"),
+        ),
+    )
+    model.item_type = subtask_class
+    model.task_name = item_name
+    return model
+
+
+def task_name(tp: Any) -> str:
+    """The name of an item type: `User`, or `AOrB` for a union, `str` for `str`."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return task_name(get_args(tp)[0])
+    if origin is Union or origin is types.UnionType:
+        return "Or".join(task_name(arg) for arg in get_args(tp) if arg is not type(None))
+    if origin is not None:
+        args = "".join(task_name(a) for a in get_args(tp))
+        return f"{getattr(origin, '__name__', 'Type').capitalize()}{args}"
+    return str(getattr(tp, "__name__", None) or repr(tp))
+
+
+def _object_like(tp: Any) -> bool:
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _object_like(get_args(tp)[0])
+    if origin is Union or origin is types.UnionType:
+        return all(_object_like(a) for a in get_args(tp) if a is not type(None))
+    if origin in (dict, Mapping):
+        return True
+    if tp is dict:
+        return True
+    return isinstance(tp, type) and (
+        issubclass(tp, BaseModel) or dataclasses.is_dataclass(tp) or is_typeddict(tp)
+    )
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    dump = getattr(obj, "model_dump", None)
+    if dump is not None:
+        return cast(dict[str, Any], dump())
+    to_dict = getattr(obj, "to_dict", None)
+    if to_dict is not None:
+        return cast(dict[str, Any], to_dict())
+    raise TypeError(f"expected a dict or an SDK response object, got {type(obj).__name__}")
+
+
+def _sniff(payload: Mapping[str, Any]) -> StreamDecoder:
+    """The decoder for a stream, judged by its first chunk."""
+    source: AnswerSource = "auto"
+    if payload.get("type") in _ANTHROPIC_EVENTS:
+        return AnthropicDecoder(source)
+    return OpenAIChatDecoder(source)
+
+
+def _openai_answer(response: Mapping[str, Any], decoder: StreamDecoder) -> str:
+    choices = response.get("choices") or []
+    if not choices:
+        raise MalformedOutputError("the completion has no choices")
+    choice = choices[0]
+    decoder.finish_reason = choice.get("finish_reason")
+    message = choice.get("message") or {}
+    decoder.refusal = message.get("refusal") or ""
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        return str(function.get("arguments") or "")
+    function_call = message.get("function_call")
+    if function_call:
+        return str(function_call.get("arguments") or "")
+    return str(message.get("content") or "")
+
+
+def _anthropic_answer(response: Mapping[str, Any], decoder: StreamDecoder) -> str:
+    decoder.finish_reason = response.get("stop_reason")
+    if decoder.finish_reason == "refusal":
+        details = response.get("stop_details") or {}
+        decoder.refusal = str(details.get("explanation") or "") if details else ""
+    text = []
+    for block in response["content"]:
+        if block.get("type") == "tool_use":
+            return to_json(block.get("input") or {}).decode()
+        if block.get("type") == "text":
+            text.append(block.get("text") or "")
+    return "".join(text)

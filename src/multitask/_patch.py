@@ -1,0 +1,66 @@
+"""`patch(client)`: the classic `response_model=` keyword on an OpenAI SDK client."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, TypeVar
+
+from ._multitask import MultiTask, MultiTaskModel
+
+__all__ = ["patch"]
+
+C = TypeVar("C")
+
+
+def patch(client: C) -> C:
+    """Add `response_model=` to `client.chat.completions.create` of an `openai` SDK client.
+
+    With `response_model=MultiUser` (a `MultiTask` class, or a plain item type that is
+    wrapped in one) the request forces the tool call. With `stream=False` the call returns
+    the `MultiUser` instance; with `stream=True` it returns the SDK's stream, ready for
+    `MultiUser.from_streaming_response(...)`. Works on `OpenAI` and `AsyncOpenAI`.
+    """
+    completions = client.chat.completions  # type: ignore[attr-defined]
+    create = completions.create
+    if getattr(create, "__multitask_patched__", False):
+        return client
+
+    def prepare(kwargs: dict[str, Any]) -> type[MultiTaskModel[Any]] | None:
+        response_model = kwargs.pop("response_model", None)
+        if response_model is None:
+            return None
+        if not (isinstance(response_model, type) and issubclass(response_model, MultiTaskModel)):
+            response_model = MultiTask(response_model)
+        kwargs.setdefault("tools", [response_model.openai_tool])
+        kwargs.setdefault(
+            "tool_choice",
+            {"type": "function", "function": {"name": response_model.openai_schema["name"]}},
+        )
+        return response_model
+
+    if inspect.iscoroutinefunction(create):
+
+        @functools.wraps(create)
+        async def acreate(*args: Any, **kwargs: Any) -> Any:
+            model = prepare(kwargs)
+            response = await create(*args, **kwargs)
+            if model is None or kwargs.get("stream"):
+                return response
+            return model.from_response(response)
+
+        acreate.__multitask_patched__ = True  # type: ignore[attr-defined]
+        completions.create = acreate
+    else:
+
+        @functools.wraps(create)
+        def screate(*args: Any, **kwargs: Any) -> Any:
+            model = prepare(kwargs)
+            response = create(*args, **kwargs)
+            if model is None or kwargs.get("stream"):
+                return response
+            return model.from_response(response)
+
+        screate.__multitask_patched__ = True  # type: ignore[attr-defined]
+        completions.create = screate
+    return client

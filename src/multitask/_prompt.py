@@ -1,0 +1,44 @@
+"""The prompt multitask sends: a system message that asks for every item, and the text."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["Message", "build_messages", "default_system", "json_instructions"]
+
+#: A chat message as the providers take it: {"role": ..., "content": ...}.
+Message = dict[str, Any]
+
+
+def default_system(task_name: str) -> str:
+    """The default instruction: find every item, in order, and answer with the `tasks` list."""
+    return (
+        f"You extract structured data. Find every `{task_name}` in the user's text and return "
+        f"all of them, in the order they appear, as the `tasks` list. Do not invent values "
+        f"that the text does not support."
+    )
+
+
+def json_instructions(parameters: dict[str, Any]) -> str:
+    """For JSON-object mode, where the schema can only be given in the prompt."""
+    return (
+        'Answer with only a JSON object of the form {"tasks": [...]}, with no other text, '
+        "that matches this JSON schema:\n" + json.dumps(parameters, separators=(",", ":"))
+    )
+
+
+def build_messages(
+    text: str | None,
+    *,
+    system: str,
+    messages: Sequence[Message] | None = None,
+) -> tuple[str, list[Message]]:
+    """The system prompt, and the conversation: the caller's messages, then the text."""
+    conversation = [dict(m) for m in messages or ()]
+    if text is not None:
+        conversation.append({"role": "user", "content": text})
+    if not conversation:
+        raise ValueError("nothing to extract from: give a text or messages")
+    return system, conversation

@@ -1,0 +1,152 @@
+"""Reading Anthropic messages streams."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic_core import to_json
+
+from .._exceptions import StreamError
+from .._prompt import json_instructions
+from ._base import AnswerSource, StreamDecoder, Usage
+from ._provider import Provider, register_provider
+from ._request import RequestSpec
+
+__all__ = ["Anthropic", "AnthropicDecoder"]
+
+
+class AnthropicDecoder(StreamDecoder):
+    """Decodes `message_start` ... `message_stop` events.
+
+    The answer is the first `tool_use` block's `input_json_delta` fragments (a text block
+    before it is ignored), or the text under "content". `ping` is ignored; `error` raises.
+    """
+
+    TRUNCATED = frozenset({"max_tokens", "model_context_window_exceeded"})
+    REFUSED = frozenset({"refusal"})
+
+    def __init__(self, source: Any = "auto") -> None:
+        super().__init__(source)
+        self._block: int | None = None  # index of the tool_use block that is the answer
+        self._text_blocks: set[int] = set()
+
+    def payload(self, obj: Mapping[str, Any], event: str = "message") -> str:
+        kind = obj.get("type", event)
+        if kind == "content_block_delta":
+            delta = obj["delta"]
+            index = obj.get("index")
+            dtype = delta.get("type")
+            if dtype == "input_json_delta":
+                return (delta.get("partial_json") or "") if index == self._block else ""
+            if dtype == "text_delta" and index in self._text_blocks:
+                return self._content(delta.get("text") or "")
+            return ""
+        if kind == "content_block_start":
+            block = obj.get("content_block") or {}
+            btype = block.get("type")
+            if btype == "tool_use" and self._block is None and self._tool():
+                self._block = obj.get("index")
+                initial = block.get("input")
+                if initial:  # a server that sends the whole input at the start
+                    return to_json(initial).decode()
+            elif btype == "text":
+                self._text_blocks.add(obj.get("index", 0))
+                return self._content(block.get("text") or "")
+            return ""
+        if kind == "message_start":
+            usage = (obj.get("message") or {}).get("usage")
+            if usage:
+                self.usage = Usage(_input_tokens(usage), usage.get("output_tokens") or 0, usage)
+            return ""
+        if kind == "message_delta":
+            reason = (obj.get("delta") or {}).get("stop_reason")
+            if reason:
+                self.finish_reason = reason
+                details = (obj.get("delta") or {}).get("stop_details") or {}
+                if reason == "refusal" and isinstance(details, Mapping):
+                    self.refusal = str(details.get("explanation") or "")
+            usage = obj.get("usage")
+            if usage:
+                previous = self.usage or Usage()
+                input_tokens = _input_tokens(usage) or previous.input_tokens
+                output = usage.get("output_tokens") or previous.output_tokens
+                self.usage = Usage(input_tokens, output, {**previous.raw, **usage})
+            return ""
+        if kind == "message_stop":
+            self.ended = True
+            return ""
+        if kind == "error":
+            error = obj.get("error") or {}
+            message = error.get("message") or "error"
+            etype = error.get("type")
+            raise StreamError(
+                f"the provider reported an error mid-stream: {etype}: {message}",
+                error_type=etype,
+                body=dict(obj),
+            )
+        return ""
+
+
+def _input_tokens(usage: Mapping[str, Any]) -> int:
+    return int(
+        (usage.get("input_tokens") or 0)
+        + (usage.get("cache_creation_input_tokens") or 0)
+        + (usage.get("cache_read_input_tokens") or 0)
+    )
+
+
+#: The API version multitask speaks.
+ANTHROPIC_VERSION = "2023-06-01"
+#: Anthropic requires max_tokens; this is used when the caller gives none.
+DEFAULT_MAX_TOKENS = 8192
+
+
+class Anthropic(Provider):
+    """Anthropic messages: `POST {base_url}/v1/messages`, `x-api-key`, SSE answer.
+
+    `base_url` has no `/v1`, as `ANTHROPIC_BASE_URL` has none for the official SDK. The tool
+    is sent with `eager_input_streaming`, so the API streams its input as it is written
+    instead of buffering it whole.
+    """
+
+    name = "anthropic"
+    default_base_url = "https://api.anthropic.com"
+    base_url_env = "ANTHROPIC_BASE_URL"
+    api_key_env = ("ANTHROPIC_API_KEY",)
+    modes = frozenset({"tools", "json"})
+
+    def endpoint(self, spec: RequestSpec) -> str:
+        return f"{self.base_url}/v1/messages"
+
+    def auth_headers(self) -> dict[str, str]:
+        headers = {"anthropic-version": ANTHROPIC_VERSION}
+        if self._api_key:
+            headers["x-api-key"] = self._api_key
+        return headers
+
+    def build_body(self, spec: RequestSpec) -> dict[str, Any]:
+        schema = spec.schema
+        system = spec.system
+        body: dict[str, Any] = {
+            "model": spec.model,
+            "max_tokens": spec.max_tokens or DEFAULT_MAX_TOKENS,
+            "stream": True,
+        }
+        if spec.mode == "tools":
+            tool = {**schema.anthropic_schema, "eager_input_streaming": True}
+            body["tools"] = [tool]
+            body["tool_choice"] = {"type": "tool", "name": tool["name"]}
+        else:
+            system = f"{system}\n\n{json_instructions(schema.openai_schema['parameters'])}"
+        body["system"] = system
+        body["messages"] = list(spec.messages)
+        if spec.temperature is not None:
+            body["temperature"] = spec.temperature
+        return body
+
+    def make_decoder(self, source: AnswerSource) -> StreamDecoder:
+        return AnthropicDecoder(source)
+
+
+register_provider("anthropic", Anthropic)

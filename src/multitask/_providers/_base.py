@@ -1,0 +1,126 @@
+"""What every provider's stream decoder shares: token usage, the answer source, the outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic_core import from_json
+
+from .._exceptions import (
+    ContentFilterError,
+    IncompleteOutputError,
+    MultitaskError,
+    RefusalError,
+    StreamDecodeError,
+)
+from .._sse import ServerSentEvent
+
+__all__ = ["AnswerSource", "StreamDecoder", "Usage"]
+
+#: Where the answer is in the stream: a tool call's arguments, the message text, or whichever
+#: shows up first (for reading streams whose request we did not build).
+AnswerSource = Literal["tool", "content", "auto"]
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts the provider reported for one request."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class StreamDecoder:
+    """Turns one provider's stream events into the answer's JSON text, plus how it ended.
+
+    Subclasses implement `payload`, which takes one parsed event and returns the answer text it
+    carries ('' for none), updating `finish_reason`, `usage` and `refusal` as they go by, and
+    raising `StreamError` for an error event.
+    """
+
+    #: Finish reasons (as the provider spells them) that mean the answer was cut off.
+    TRUNCATED: frozenset[str] = frozenset()
+    #: Finish reasons that mean a content filter stopped the answer.
+    FILTERED: frozenset[str] = frozenset()
+    #: Finish reasons that mean the model refused.
+    REFUSED: frozenset[str] = frozenset()
+
+    def __init__(self, source: AnswerSource = "auto") -> None:
+        self.source: AnswerSource = source
+        #: The provider's finish reason, once it sent one.
+        self.finish_reason: str | None = None
+        #: Token usage, once reported.
+        self.usage: Usage | None = None
+        #: The refusal text the model streamed, if any.
+        self.refusal = ""
+        #: True once the provider said the stream is over (`[DONE]`, `message_stop`, ...).
+        self.ended = False
+        self._held = ""  # under "auto": message text held back until it looks like JSON
+
+    def event(self, event: ServerSentEvent) -> str:
+        """Decode one server-sent event; return the answer text it carries."""
+        try:
+            obj = from_json(event.data)
+        except ValueError:
+            raise StreamDecodeError(f"event data is not JSON: {event.data[:80]!r}") from None
+        if not isinstance(obj, dict):
+            raise StreamDecodeError(f"event data is not a JSON object: {event.data[:80]!r}")
+        return self.payload(obj, event.event)
+
+    def payload(self, obj: Mapping[str, Any], event: str = "message") -> str:
+        """Decode one parsed event (an SSE event's JSON, or an SDK chunk as a dict)."""
+        raise NotImplementedError
+
+    def _content(self, text: str) -> str:
+        """Message text: the answer under "content"; under "auto", once it looks like JSON."""
+        if self.source == "content":
+            return text
+        if self.source == "tool":
+            return ""
+        held = self._held + text
+        if "{" in held or "[" in held:
+            self.source = "content"
+            self._held = ""
+            return held
+        self._held = held
+        return ""
+
+    def _tool(self) -> bool:
+        """Whether tool-call arguments are the answer; under "auto", the first one decides."""
+        if self.source == "auto":
+            self.source = "tool"
+            self._held = ""
+        return self.source == "tool"
+
+    def leftover(self) -> str:
+        """At the end of the stream: message text held back under "auto" (prose, maybe JSON)."""
+        held, self._held = self._held, ""
+        return held
+
+    def outcome_error(self, items_delivered: int) -> MultitaskError | None:
+        """What went wrong with how the answer ended, judged by the finish reason and refusal."""
+        reason = self.finish_reason
+        if self.refusal or (reason is not None and reason in self.REFUSED):
+            return RefusalError(
+                f"the model refused: {self.refusal or reason}", refusal=self.refusal or None
+            )
+        if reason is not None and reason in self.FILTERED:
+            return ContentFilterError(
+                f"the provider's content filter stopped the answer (finish reason {reason!r}) "
+                f"after {items_delivered} item(s)"
+            )
+        if reason is not None and reason in self.TRUNCATED:
+            return IncompleteOutputError(
+                f"the answer was cut off (finish reason {reason!r}) after {items_delivered} "
+                "complete item(s); raise max_tokens to get the rest",
+                finish_reason=reason,
+                items_delivered=items_delivered,
+            )
+        return None

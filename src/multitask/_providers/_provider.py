@@ -1,0 +1,193 @@
+"""The provider interface: a sans-IO description of one model API, and the registry of them."""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from pydantic_core import from_json
+
+from .._exceptions import APIStatusError, MultitaskError, ProviderError
+from ._base import AnswerSource, StreamDecoder
+from ._request import HTTPRequest, Mode, RequestSpec
+
+__all__ = [
+    "Provider",
+    "get_provider",
+    "parse_retry_after",
+    "provider_names",
+    "register_provider",
+    "split_model",
+]
+
+
+class Provider:
+    """How to talk to one model API, with no I/O: build the request, read the stream's events,
+    and turn an error response into an exception.
+
+    Subclasses set the class attributes and implement `build_body`, `endpoint`, `auth_headers`
+    and `make_decoder`. The client only ever calls `request`, `decoder` and `error`.
+    """
+
+    name: ClassVar[str] = ""
+    default_base_url: ClassVar[str] = ""
+    base_url_env: ClassVar[str | None] = None
+    api_key_env: ClassVar[tuple[str, ...]] = ()
+    modes: ClassVar[frozenset[str]] = frozenset({"tools"})
+    #: Whether the API needs a key even at a custom base URL.
+    key_required: ClassVar[bool] = True
+
+    def __init__(self, *, base_url: str | None = None, api_key: str | None = None) -> None:
+        env_url = os.environ.get(self.base_url_env) if self.base_url_env else None
+        self.base_url = (base_url or env_url or self.default_base_url).rstrip("/")
+        if api_key is None:
+            for var in self.api_key_env:
+                api_key = os.environ.get(var) or None
+                if api_key:
+                    break
+        self._api_key = api_key
+
+    def __repr__(self) -> str:
+        key = "set" if self._api_key else "unset"
+        return f"<{type(self).__name__} base_url={self.base_url!r} api_key={key}>"
+
+    # -- what the client calls -----------------------------------------------------------------
+
+    def request(self, spec: RequestSpec) -> HTTPRequest:
+        """The HTTP request that asks for `spec`'s answer as a stream."""
+        if spec.mode not in self.modes:
+            raise MultitaskError(
+                f"the {self.name!r} provider does not support mode {spec.mode!r}; "
+                f"it supports {sorted(self.modes)}"
+            )
+        if not self._api_key and (
+            self.key_required and self.base_url == self.default_base_url.rstrip("/")
+        ):
+            names = " or ".join(self.api_key_env) or "api_key"
+            raise MultitaskError(f"no API key for {self.name!r}: set {names}, or pass api_key")
+        body = self.build_body(spec)
+        body.update(spec.extra_body)
+        headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+            **self.auth_headers(),
+        }
+        return HTTPRequest("POST", self.endpoint(spec), headers, body)
+
+    def decoder(self, mode: Mode) -> StreamDecoder:
+        """A fresh decoder for one response's stream."""
+        return self.make_decoder("content" if mode in ("json", "json_schema") else "tool")
+
+    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+        """The exception for an HTTP error response, with the provider's own message."""
+        message, error_type = _error_details(body)
+        retry_after = parse_retry_after(headers)
+        text = f"{self.name} answered HTTP {status}"
+        if error_type:
+            text += f" ({error_type})"
+        text += f": {message}" if message else ""
+        if retry_after is not None:
+            text += f" (retry after {retry_after:g}s)"
+        return APIStatusError(
+            text,
+            status_code=status,
+            error_type=error_type,
+            retry_after=retry_after,
+            body=_safe_json(body),
+        )
+
+    # -- what a provider defines ---------------------------------------------------------------
+
+    def endpoint(self, spec: RequestSpec) -> str:
+        raise NotImplementedError
+
+    def auth_headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def build_body(self, spec: RequestSpec) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def make_decoder(self, source: AnswerSource) -> StreamDecoder:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, Callable[..., Provider]] = {}
+
+
+def register_provider(name: str, factory: Callable[..., Provider]) -> None:
+    """Make `name:model` resolve to `factory(base_url=..., api_key=...)`."""
+    _REGISTRY[name] = factory
+
+
+def provider_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def split_model(model: str) -> tuple[str, str]:
+    """`"openai:gpt-4o-mini"` -> `("openai", "gpt-4o-mini")`."""
+    name, colon, model_name = model.partition(":")
+    if not colon or not name or not model_name:
+        raise MultitaskError(
+            f"model must be 'provider:model_name' (providers: {', '.join(provider_names())}), "
+            f"not {model!r}"
+        )
+    return name, model_name
+
+
+def get_provider(name: str, *, base_url: str | None, api_key: str | None) -> Provider:
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise MultitaskError(
+            f"unknown provider {name!r}; known: {', '.join(provider_names())}"
+        ) from None
+    return factory(base_url=base_url, api_key=api_key)
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _safe_json(body: bytes) -> Any:
+    try:
+        return from_json(body)
+    except ValueError:
+        return body[:2000].decode("utf-8", "replace")
+
+
+def _error_details(body: bytes) -> tuple[str, str | None]:
+    """The message and type from an error body, in any of the providers' shapes."""
+    data = _safe_json(body)
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict):
+            message = error.get("message") or error.get("detail") or ""
+            kind = error.get("type") or error.get("code") or error.get("status")
+            return str(message), (str(kind) if kind else None)
+        if isinstance(error, str):
+            return error, None
+    text = str(data).strip()
+    if text.lstrip().startswith("<"):
+        return "the body was an HTML page, not an API error (a proxy or wrong base URL?)", None
+    return text[:300], None

@@ -1,0 +1,324 @@
+"""A sans-IO parser that finds the `tasks` list in a streamed JSON answer and emits its items.
+
+The model's answer arrives as text fragments. The parser finds where the JSON starts (skipping
+prose and a markdown fence), feeds it to an ijson push parser scoped to the list's items, and
+returns each raw item the moment its closing brace has been fed. It does no validation; that is
+`_validation`'s job.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import ijson  # type: ignore[import-untyped]
+from ijson.utils import sendable_list  # type: ignore[import-untyped]
+
+from ._exceptions import (
+    IncompleteOutputError,
+    ItemTooLargeError,
+    MalformedOutputError,
+    MultitaskError,
+)
+
+__all__ = ["DEFAULT_MAX_ANSWER_BYTES", "DEFAULT_MAX_ITEM_BYTES", "TaskParser"]
+
+#: Largest single item accepted by default (bytes of JSON text).
+DEFAULT_MAX_ITEM_BYTES = 1024 * 1024
+#: Largest whole answer accepted by default (bytes of JSON text).
+DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
+
+# Where JSON begins after prose: a fence line, or a line that opens an object or array.
+_FENCE = re.compile(r"```[^\n`]*\n")
+_LINE_OPENER = re.compile(r"(?:^|\n)[ \t]*([\[{])")
+_ANY_OPENER = re.compile(r"[\[{]")
+_TRAILING_GARBAGE = "trailing garbage"
+
+# Parser states.
+_PREAMBLE, _JSON, _DONE = 0, 1, 2
+
+
+class TaskParser:
+    """Push parser for `{"tasks": [item, ...]}` (other keys allowed) or a bare `[item, ...]`.
+
+    `feed(text)` returns the raw items (dicts, lists, strings, numbers) completed by that
+    fragment. `close()` says the input ended: it returns normally when the list was closed,
+    and raises `IncompleteOutputError` when the answer stopped inside it (the items returned
+    so far stand). Malformed JSON raises `MalformedOutputError`.
+
+    Fragments are buffered and handed to the C parser only when they could finish something
+    (a closing bracket outside a string, or the end of a string for string items), so a long
+    string value streamed in tiny pieces is scanned once, not once per piece.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_buffered",
+        "_coro",
+        "_error",
+        "_escape",
+        "_fed",
+        "_in_string",
+        "_item_start",
+        "_items",
+        "_max_answer_bytes",
+        "_max_item_bytes",
+        "_preamble",
+        "_saw_tasks",
+        "_state",
+        "_string_items",
+        "_tail",
+        "bare_array",
+        "error",
+        "items_emitted",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        scalar_items: bool = True,
+    ) -> None:
+        self._max_item_bytes = max_item_bytes
+        self._max_answer_bytes = max_answer_bytes
+        # When items may be strings or numbers, a closing quote or a comma can finish one too.
+        self._string_items = scalar_items
+        self._state = _PREAMBLE
+        self._preamble = ""
+        self._coro: Any = None
+        self._items: list[Any] = sendable_list()
+        self._buffer: list[str] = []
+        self._buffered = 0
+        self._fed = 0  # characters handed to the C parser
+        self._item_start = 0  # value of _fed when the last item was emitted
+        self._in_string = False
+        self._escape = False
+        self._saw_tasks = False
+        self._tail = ""
+        self._error: MultitaskError | None = None  # raised on the next call, after items
+        #: After `close()`: None if the answer was whole, else what was wrong with it.
+        self.error: MultitaskError | None = None
+        #: True when the answer is a bare top-level array rather than an object.
+        self.bare_array = False
+        #: How many items have been returned so far.
+        self.items_emitted = 0
+
+    @property
+    def done(self) -> bool:
+        """True once the top-level JSON value has closed; later text is ignored."""
+        return self._state == _DONE
+
+    def feed(self, text: str) -> list[Any]:
+        """Take the next fragment of the answer; return the items it completed.
+
+        Raises `MalformedOutputError` on bad JSON, but only after the items completed before
+        the bad spot were returned (by this call, or the one before).
+        """
+        if self._state == _JSON:
+            return self._feed_json(text)
+        if self._error is not None:
+            raise self._error
+        if self._state == _DONE or not text:
+            return []
+        return self._feed_preamble(text)
+
+    def close(self) -> list[Any]:
+        """Say the answer ended; return the items that completes (usually none).
+
+        Never raises: afterwards `error` is None when the answer was whole, or the error
+        that describes it (`IncompleteOutputError` when the list never closed, so the items
+        returned so far are all there is; `MalformedOutputError` when it was not JSON).
+        """
+        items: list[Any] = []
+        try:
+            if self._error is not None:
+                raise self._error
+            if self._state == _PREAMBLE:
+                start = _ANY_OPENER.search(self._preamble)
+                if start is None:
+                    raise MalformedOutputError(
+                        "the answer holds no JSON: expected an object with a 'tasks' list, got "
+                        + _excerpt(self._preamble)
+                    )
+                text, self._preamble = self._preamble[start.start() :], ""
+                self._start_json(text[0])
+                self._buffer.append(text)
+            if self._state == _JSON:
+                items = self._flush()
+                if self._error is not None:
+                    raise self._error
+            if self._state == _JSON:
+                self._state = _DONE
+                try:
+                    self._coro.close()
+                except ijson.common.JSONError as exc:
+                    if _TRAILING_GARBAGE not in str(exc):
+                        raise IncompleteOutputError(
+                            f"the answer ended inside the list, after "
+                            f"{self.items_emitted} complete item(s)",
+                            items_delivered=self.items_emitted,
+                        ) from None
+            if not self.bare_array and not self._saw_tasks and self.items_emitted == 0:
+                raise MalformedOutputError("the answer's JSON object has no 'tasks' list")
+        except MultitaskError as exc:
+            self._state = _DONE
+            self.error = exc
+        return items
+
+    @property
+    def truncated(self) -> bool:
+        """After `close()`: True when the answer stopped before its list was closed."""
+        return isinstance(self.error, IncompleteOutputError)
+
+    # -- finding the JSON ----------------------------------------------------------------------
+
+    def _feed_preamble(self, text: str) -> list[Any]:
+        preamble = self._preamble + text
+        stripped = preamble.lstrip()
+        if not stripped:
+            self._preamble = preamble
+            return []
+        if stripped[0] in "{[":
+            self._preamble = ""
+            self._start_json(stripped[0])
+            return self._feed_json(stripped)
+        fence = _FENCE.search(preamble)
+        opener = _LINE_OPENER.search(preamble)
+        if fence is not None and (opener is None or fence.start() < opener.start(1)):
+            rest = preamble[fence.end() :]
+            self._preamble = ""
+            return self._feed_preamble(rest) if rest else []
+        if opener is not None:
+            self._preamble = ""
+            rest = preamble[opener.start(1) :]
+            self._start_json(rest[0])
+            return self._feed_json(rest)
+        if len(preamble) > self._max_item_bytes:
+            raise ItemTooLargeError(
+                f"no JSON found in the first {self._max_item_bytes} characters of the answer"
+            )
+        self._preamble = preamble
+        return []
+
+    def _start_json(self, opener: str) -> None:
+        self.bare_array = opener == "["
+        prefix = "item" if self.bare_array else "tasks.item"
+        self._coro = ijson.items_coro(self._items, prefix, use_float=True)
+        self._state = _JSON
+
+    # -- feeding the C parser ------------------------------------------------------------------
+
+    def _feed_json(self, text: str) -> list[Any]:
+        self._buffer.append(text)
+        self._buffered += len(text)
+        if not self._saw_tasks and not self.bare_array:
+            probe = self._tail + text
+            if '"tasks"' in probe:
+                self._saw_tasks = True
+            else:
+                self._tail = probe[-6:]
+        if self._may_finish(text):
+            return self._flush()
+        if self._fed + self._buffered - self._item_start > self._max_item_bytes:
+            self._too_large()
+        return []
+
+    def _may_finish(self, text: str) -> bool:
+        """Whether this fragment could complete an item: cheap string-state tracking."""
+        if "\\" in text or self._escape:
+            return self._scan_escaped(text)
+        quotes = text.count('"')
+        was_in_string = self._in_string
+        if quotes & 1:
+            self._in_string = not was_in_string
+        if was_in_string and not quotes:
+            return False  # entirely inside one string: nothing can finish
+        if self._string_items and (quotes or "," in text):
+            return True
+        return "}" in text or "]" in text
+
+    def _scan_escaped(self, text: str) -> bool:
+        in_string = self._in_string
+        escape = self._escape
+        closer = False
+        for ch in text:
+            if escape:
+                escape = False
+            elif in_string:
+                if ch == "\\":
+                    escape = True
+                elif ch == '"':
+                    in_string = False
+                    closer = closer or self._string_items
+            elif ch == '"':
+                in_string = True
+            elif ch in "}]" or (ch == "," and self._string_items):
+                closer = True
+        self._in_string = in_string
+        self._escape = escape
+        return closer
+
+    def _flush(self) -> list[Any]:
+        if not self._buffer:
+            return []
+        text = self._buffer[0] if len(self._buffer) == 1 else "".join(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        try:
+            self._send(text)
+        except MalformedOutputError as exc:
+            if not self._items:
+                raise
+            self._error = exc  # hand out the items first; raise on the next call
+        items = self._items
+        if not items:
+            if self._fed - self._item_start > self._max_item_bytes:
+                self._too_large()
+            return []
+        out = list(items)
+        items.clear()
+        self.items_emitted += len(out)
+        self._item_start = self._fed
+        return out
+
+    def _send(self, text: str) -> None:
+        if self._state != _JSON:
+            return
+        offset = self._fed
+        self._fed += len(text)
+        if self._fed > self._max_answer_bytes:
+            self._state = _DONE
+            raise ItemTooLargeError(
+                f"the answer grew past {self._max_answer_bytes} characters "
+                f"after {self.items_emitted} item(s)"
+            )
+        try:
+            self._coro.send(text.encode())
+        except ijson.common.JSONError as exc:
+            message = str(exc)
+            if _TRAILING_GARBAGE in message:
+                self._state = _DONE  # the JSON value closed; what follows is prose
+                return
+            self._state = _DONE
+            raise MalformedOutputError(
+                f"malformed JSON in the answer (within characters {offset}-{self._fed} of the "
+                f"JSON text, after {self.items_emitted} item(s)): {_yajl_message(message)}",
+                offset=offset,
+            ) from None
+
+    def _too_large(self) -> None:
+        self._state = _DONE
+        raise ItemTooLargeError(
+            f"item {self.items_emitted} is larger than {self._max_item_bytes} characters"
+        )
+
+
+def _yajl_message(message: str) -> str:
+    """yajl's error, with its caret picture folded onto one line."""
+    return " | ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    text = text.strip()
+    return repr(text if len(text) <= limit else text[:limit] + "...")

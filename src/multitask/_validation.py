@@ -1,0 +1,88 @@
+"""Validating each raw item against the requested type, with a policy for invalid ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+from ._exceptions import ItemValidationError
+
+__all__ = ["InvalidItem", "ItemValidator", "OnInvalid"]
+
+T = TypeVar("T")
+
+#: What to do with an item that fails validation: raise, or skip it and keep going.
+OnInvalid = Literal["raise", "skip"]
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidItem:
+    """An item that was skipped: its position in the answer, what the model sent, and why."""
+
+    index: int
+    raw: Any
+    error: ValidationError
+
+
+class ItemValidator(Generic[T]):
+    """Validates raw items in answer order; invalid ones raise or are recorded in `skipped`."""
+
+    __slots__ = ("_context", "_validate", "error", "index", "on_invalid", "skipped")
+
+    def __init__(
+        self,
+        adapter: TypeAdapter[T],
+        *,
+        context: Any = None,
+        on_invalid: OnInvalid = "raise",
+    ) -> None:
+        if on_invalid not in ("raise", "skip"):
+            raise ValueError(f"on_invalid must be 'raise' or 'skip', not {on_invalid!r}")
+        self._validate = adapter.validate_python
+        self._context = context
+        self.on_invalid: OnInvalid = on_invalid
+        #: Items dropped under `on_invalid="skip"`, in order.
+        self.skipped: list[InvalidItem] = []
+        #: Position in the answer's list of the next raw item.
+        self.index = 0
+        #: The `ItemValidationError` that stopped validation, under `on_invalid="raise"`.
+        self.error: ItemValidationError | None = None
+
+    def validate(self, raw_items: list[Any]) -> list[T]:
+        """Validate a batch of raw items; return the valid ones, in order.
+
+        Under `on_invalid="raise"` an invalid item stops the batch: the valid items before it
+        are returned and `error` is set to the `ItemValidationError`, for the caller to raise
+        once those items were delivered.
+        """
+        out: list[T] = []
+        validate = self._validate
+        context = self._context
+        for raw in raw_items:
+            index = self.index
+            self.index = index + 1
+            try:
+                out.append(validate(raw, context=context))
+            except ValidationError as exc:
+                if self.on_invalid == "skip":
+                    self.skipped.append(InvalidItem(index, raw, exc))
+                    continue
+                self.error = ItemValidationError(
+                    f"item {index} is not a valid {exc.title}: {_summary(exc)}",
+                    index=index,
+                    raw=raw,
+                    errors=exc.errors(include_url=False),
+                )
+                break
+        return out
+
+
+def _summary(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(item)"
+        parts.append(f"{loc}: {err['msg']}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")

@@ -1,0 +1,21 @@
+"""A scripted model server for testing offline: real HTTP, the providers' real stream formats.
+
+`ScriptedModelServer` listens on 127.0.0.1 and answers OpenAI chat-completions
+(`/v1/chat/completions`) and Anthropic messages (`/v1/messages`) requests, streamed or not,
+with the answer a `Script` describes: `{"tasks": items}` delivered delta by delta, paced,
+truncated, dropped, stalled, or failed on cue. It needs nothing beyond anyio::
+
+    async with ScriptedModelServer(Script(items=[{"name": "Ada"}])) as server:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test")
+        ...
+        assert server.requests[0].completed
+
+Run `python -m multitask.testing --port 8000` to serve from the command line.
+"""
+
+from __future__ import annotations
+
+from multitask.testing._script import SAMPLE_ITEMS, Script
+from multitask.testing._server import RecordedRequest, ScriptedModelServer, ScriptSource
+
+__all__ = ["SAMPLE_ITEMS", "RecordedRequest", "Script", "ScriptSource", "ScriptedModelServer"]

@@ -1,0 +1,432 @@
+"""The I/O shell: a real HTTP/1.1 server on anyio's TCP listener that plays `Script`s.
+
+All protocol decisions live in the sans-IO modules (`_http` parses requests and frames
+responses, `_wire` renders the provider formats); this module only moves their bytes over
+sockets, sleeps where a script paces its deltas, and notices clients that go away.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, TypeAlias, TypeVar
+from urllib.parse import parse_qsl
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+
+from multitask.testing import _wire
+from multitask.testing._http import (
+    LAST_CHUNK,
+    ProtocolError,
+    Request,
+    RequestParser,
+    encode_chunk,
+    response_head,
+)
+from multitask.testing._script import SAMPLE_ITEMS, Cut, Script
+
+__all__ = ["RecordedRequest", "ScriptSource", "ScriptedModelServer"]
+
+_Self = TypeVar("_Self", bound="ScriptedModelServer")
+
+_ROUTES: dict[str, _wire.Provider] = {
+    "/v1/chat/completions": "openai",
+    "/chat/completions": "openai",
+    "/v1/messages": "anthropic",
+}
+# What a send or receive raises once the peer has gone (or we closed the stream ourselves).
+_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
+
+
+@dataclass(eq=False)
+class RecordedRequest:
+    """One request the server received, and what became of its response.
+
+    `body` is the parsed JSON (None if absent or not JSON); `provider` is None for a request
+    that matched no route. `completed` turns True once the whole response was sent;
+    `client_disconnected` is set if the client went away before that.
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    provider: _wire.Provider | None
+    raw_body: bytes = b""
+    connection: int = 0
+    script: Script | None = None
+    completed: bool = False
+    client_disconnected: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def stream(self) -> bool:
+        """Whether the request asked for a streamed answer."""
+        return isinstance(self.body, dict) and self.body.get("stream") is True
+
+    @property
+    def disconnected(self) -> bool:
+        """Whether the client went away before the response was fully sent."""
+        return self.client_disconnected.is_set()
+
+
+ScriptSource: TypeAlias = (
+    Script | Sequence[Script] | Callable[[RecordedRequest], Script | Awaitable[Script]]
+)
+"""One script for every request, one per request in order (the last repeats), or a function
+of the request."""
+
+
+class ScriptedModelServer:
+    """A local model server that answers like OpenAI and Anthropic, from scripts.
+
+    Use it as an async context manager: entering starts a listener on `host:port` (port 0
+    picks a free one) in a task group the server owns; leaving stops it and closes every
+    connection, so no task outlives the block. Point an OpenAI client at `url + "/v1"` and an
+    Anthropic client at `url`.
+    """
+
+    def __init__(
+        self,
+        script: ScriptSource | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if script is None:
+            script = Script(items=list(SAMPLE_ITEMS))
+        if not isinstance(script, Script) and not callable(script):
+            script = list(script)
+            if not script:
+                raise ValueError("an empty sequence of scripts answers nothing")
+        self._script: ScriptSource = script
+        self._host = host
+        self._port = port
+        self.requests: list[RecordedRequest] = []
+        """Every request received, in order."""
+        self.errors: list[Exception] = []
+        """Exceptions raised by a script function (each was answered with a 500)."""
+        self._routed = 0
+        self._connections = 0
+        self._disconnects = 0
+        self._changed: anyio.Event | None = None
+        self._stack: AsyncExitStack | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._ids = _wire.Ids()
+
+    # -- public surface ------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (known once started)."""
+        if self._tg is None:
+            raise RuntimeError("the server is not running; use `async with server:`")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """`http://HOST:PORT`: the Anthropic base_url; add `/v1` for OpenAI's."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """The base_url to give `openai.OpenAI` / `AsyncOpenAI`."""
+        return self.url + "/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """The base_url to give `anthropic.Anthropic` / `AsyncAnthropic`."""
+        return self.url
+
+    @property
+    def disconnects(self) -> int:
+        """How many responses lost their client before being fully sent."""
+        return self._disconnects
+
+    async def wait_disconnect(self, count: int = 1, *, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Wait until at least `count` clients went away mid-response.
+
+        Raises TimeoutError after `timeout` seconds: a disconnect that never comes should fail
+        a test, not hang it.
+        """
+        with anyio.fail_after(timeout):
+            while self._disconnects < count:
+                if self._changed is None:
+                    self._changed = anyio.Event()
+                await self._changed.wait()
+
+    async def __aenter__(self: _Self) -> _Self:
+        async with AsyncExitStack() as stack:
+            listener = await anyio.create_tcp_listener(local_host=self._host, local_port=self._port)
+            await stack.enter_async_context(listener)
+            self._port = int(listener.extra(SocketAttribute.local_port))
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            tg.start_soon(listener.serve, self._serve_connection, tg)
+            self._tg = tg
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, tg = self._stack, self._tg
+        if stack is None or tg is None:
+            return
+        tg.cancel_scope.cancel()
+        try:
+            # The body's own exception is not handed to the task group: it would come out
+            # wrapped in an ExceptionGroup. It propagates unchanged once this returns.
+            await stack.aclose()
+        finally:
+            self._stack = self._tg = None
+
+    # -- connections ---------------------------------------------------------------------------
+
+    async def _serve_connection(self, stream: anyio.abc.SocketStream) -> None:
+        """Serve requests on one connection until it closes or either side ends it."""
+        self._connections += 1
+        connection = self._connections
+        parser = RequestParser()
+        async with stream:
+            try:
+                while True:
+                    try:
+                        request = await self._read_request(stream, parser)
+                    except ProtocolError as exc:
+                        await self._send_protocol_error(stream, exc)
+                        return
+                    if request is None:
+                        return
+                    if not await self._respond(stream, parser, request, connection):
+                        return
+            except _GONE:
+                return
+
+    @staticmethod
+    async def _read_request(
+        stream: anyio.abc.SocketStream, parser: RequestParser
+    ) -> Request | None:
+        while True:
+            request = parser.next_request()
+            if request is not None:
+                return request
+            try:
+                data = await stream.receive()
+            except _GONE:
+                return None
+            parser.feed(data)
+
+    @staticmethod
+    async def _send_protocol_error(stream: anyio.abc.SocketStream, exc: ProtocolError) -> None:
+        error = _wire.default_error("openai", exc.status, message=str(exc))
+        body = _wire.json_body("openai", error, error=True)
+        headers = [
+            ("content-type", "application/json"),
+            ("content-length", str(len(body))),
+            ("connection", "close"),
+        ]
+        await stream.send(response_head(exc.status, headers) + body)
+
+    # -- one request ---------------------------------------------------------------------------
+
+    async def _respond(
+        self,
+        stream: anyio.abc.SocketStream,
+        parser: RequestParser,
+        request: Request,
+        connection: int,
+    ) -> bool:
+        """Answer one request; return whether the connection may serve another."""
+        provider = _ROUTES.get(request.path) if request.method == "POST" else None
+        try:
+            body: Any = json.loads(request.body) if request.body else None
+        except ValueError:
+            body = None
+        record = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query=dict(parse_qsl(request.query, keep_blank_values=True)),
+            headers=dict(request.headers),
+            body=body,
+            provider=provider,
+            raw_body=request.body,
+            connection=connection,
+        )
+        self.requests.append(record)
+        keep_alive = request.keep_alive
+        request_id = self._ids.request(provider or "openai")
+
+        async def send_json(status: int, payload: Any, script: Script | None = None) -> None:
+            data = _wire.json_body(provider or "openai", payload, error=status >= 400)
+            headers = _wire.response_headers(
+                provider or "openai",
+                request_id=request_id,
+                content_type="json",
+                content_length=len(data),
+                keep_alive=keep_alive,
+                retry_after=script.retry_after if script else None,
+                extra=script.headers if script else None,
+            )
+            await stream.send(response_head(status, headers) + data)
+
+        if provider is None:
+            message = f"Invalid URL ({request.method} {request.path})"
+            error = _wire.default_error("openai", 404, message=message)
+            return await self._guard(stream, parser, record, keep_alive, send_json(404, error))
+        if not isinstance(body, dict):
+            error = _wire.default_error(
+                provider,
+                400,
+                message="We could not parse the JSON body of your request.",
+                request_id=request_id if provider == "anthropic" else None,
+            )
+            return await self._guard(stream, parser, record, keep_alive, send_json(400, error))
+
+        try:
+            script = await self._script_for(record)
+        except Exception as exc:
+            self.errors.append(exc)
+            error = _wire.default_error(
+                provider, 500, message=f"scripted server: the script function raised {exc!r}"
+            )
+            return await self._guard(stream, parser, record, keep_alive, send_json(500, error))
+        record.script = script
+
+        action: Awaitable[_wire.Ending | None]
+        if script.status != 200:
+            error = script.error_body or _wire.default_error(
+                provider,
+                script.status,
+                request_id=request_id if provider == "anthropic" else None,
+            )
+            action = send_json(script.status, error, script)
+        elif record.stream:
+            action = self._send_stream(stream, provider, body, script, request_id, keep_alive)
+        else:
+            action = self._send_completion(provider, body, script, send_json)
+        return await self._guard(stream, parser, record, keep_alive, action)
+
+    async def _script_for(self, record: RecordedRequest) -> Script:
+        index = self._routed
+        self._routed += 1
+        source = self._script
+        if isinstance(source, Script):
+            return source
+        if callable(source):
+            result = source(record)
+            if inspect.isawaitable(result):
+                result = await result
+            if not isinstance(result, Script):
+                raise TypeError(f"the script function returned {result!r}, not a Script")
+            return result
+        return source[min(index, len(source) - 1)]
+
+    async def _send_stream(
+        self,
+        stream: anyio.abc.SocketStream,
+        provider: _wire.Provider,
+        body: dict[str, Any],
+        script: Script,
+        request_id: str,
+        keep_alive: bool,
+    ) -> _wire.Ending:
+        plan = _wire.stream_plan(provider, body, script, ids=self._ids)
+        headers = _wire.response_headers(
+            provider,
+            request_id=request_id,
+            content_type="stream",
+            keep_alive=keep_alive,
+            retry_after=script.retry_after,
+            extra=script.headers,
+        )
+        await stream.send(response_head(200, headers))
+        for chunk in plan.chunks:
+            if chunk.delay:
+                await anyio.sleep(chunk.delay)
+            await stream.send(encode_chunk(chunk.data))
+        if plan.ending == "end":
+            await stream.send(LAST_CHUNK)
+        return plan.ending
+
+    async def _send_completion(
+        self,
+        provider: _wire.Provider,
+        body: dict[str, Any],
+        script: Script,
+        send_json: Callable[[int, Any, Script | None], Awaitable[None]],
+    ) -> _wire.Ending:
+        sent, cut = script.cut()
+        if script.delay:
+            # Pace a whole answer as long as its deltas would have taken.
+            await anyio.sleep(script.delay * math.ceil(len(sent) / script.chunk_size))
+        if cut is Cut.DROP:
+            return "drop"
+        if cut is Cut.STALL:
+            return "stall"
+        if cut is Cut.ERROR:
+            status = _wire.error_status_for_cut(provider)
+            error = script.error_body or _wire.default_error(provider, status)
+            await send_json(status, error, script)
+            return "end"
+        await send_json(200, _wire.completion_body(provider, body, script, ids=self._ids), script)
+        return "end"
+
+    async def _guard(
+        self,
+        stream: anyio.abc.SocketStream,
+        parser: RequestParser,
+        record: RecordedRequest,
+        keep_alive: bool,
+        action: Awaitable[_wire.Ending | None],
+    ) -> bool:
+        """Run `action` (which sends the response) while watching for the client to go away.
+
+        A watcher reads the socket meanwhile: bytes are buffered for the next request, and EOF
+        or a reset means the client left, which cancels the sending. Returns whether the
+        connection may serve another request.
+        """
+        outcome: Literal["sent", "gone"] | _wire.Ending = "gone"
+
+        async def watch(scope: anyio.CancelScope) -> None:
+            try:
+                while True:
+                    parser.feed(await stream.receive())
+            except _GONE:
+                scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch, tg.cancel_scope)
+            try:
+                ending = await action
+            except _GONE:
+                pass
+            else:
+                if ending == "stall":
+                    await anyio.sleep_forever()
+                outcome = "sent" if ending in (None, "end") else "drop"
+            tg.cancel_scope.cancel()
+
+        if outcome == "sent":
+            record.completed = True
+            return keep_alive
+        if outcome == "gone":
+            self._record_disconnect(record)
+        return False
+
+    def _record_disconnect(self, record: RecordedRequest) -> None:
+        record.client_disconnected.set()
+        self._disconnects += 1
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()

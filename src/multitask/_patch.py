@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from ._multitask import MultiTask, MultiTaskModel
@@ -39,28 +40,20 @@ def patch(client: C) -> C:
         )
         return response_model
 
-    if inspect.iscoroutinefunction(create):
+    @functools.wraps(create)
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        model = prepare(kwargs)
+        response = create(*args, **kwargs)
+        if model is None or kwargs.get("stream"):
+            return response
+        if inspect.isawaitable(response):  # AsyncOpenAI
+            return _parse_later(response, model)
+        return model.from_response(response)
 
-        @functools.wraps(create)
-        async def acreate(*args: Any, **kwargs: Any) -> Any:
-            model = prepare(kwargs)
-            response = await create(*args, **kwargs)
-            if model is None or kwargs.get("stream"):
-                return response
-            return model.from_response(response)
-
-        acreate.__multitask_patched__ = True  # type: ignore[attr-defined]
-        completions.create = acreate
-    else:
-
-        @functools.wraps(create)
-        def screate(*args: Any, **kwargs: Any) -> Any:
-            model = prepare(kwargs)
-            response = create(*args, **kwargs)
-            if model is None or kwargs.get("stream"):
-                return response
-            return model.from_response(response)
-
-        screate.__multitask_patched__ = True  # type: ignore[attr-defined]
-        completions.create = screate
+    patched.__multitask_patched__ = True  # type: ignore[attr-defined]
+    completions.create = patched
     return client
+
+
+async def _parse_later(response: Awaitable[Any], model: type[MultiTaskModel[Any]]) -> Any:
+    return model.from_response(await response)

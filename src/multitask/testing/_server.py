@@ -264,58 +264,45 @@ class ScriptedModelServer:
             connection=connection,
         )
         self.requests.append(record)
-        keep_alive = request.keep_alive
-        request_id = self._ids.request(provider or "openai")
-
-        async def send_json(status: int, payload: Any, script: Script | None = None) -> None:
-            data = _wire.json_body(provider or "openai", payload, error=status >= 400)
-            headers = _wire.response_headers(
-                provider or "openai",
-                request_id=request_id,
-                content_type="json",
-                content_length=len(data),
-                keep_alive=keep_alive,
-                retry_after=script.retry_after if script else None,
-                extra=script.headers if script else None,
-            )
-            await stream.send(response_head(status, headers) + data)
+        link = _Link(stream, record, provider or "openai", self._ids, keep_alive=request.keep_alive)
 
         if provider is None:
             message = f"Invalid URL ({request.method} {request.path})"
             error = _wire.default_error("openai", 404, message=message)
-            return await self._guard(stream, parser, record, keep_alive, send_json(404, error))
+            return await self._guard(link, parser, record, link.send_json(404, error))
         if not isinstance(body, dict):
             error = _wire.default_error(
                 provider,
                 400,
                 message="We could not parse the JSON body of your request.",
-                request_id=request_id if provider == "anthropic" else None,
+                request_id=link.anthropic_request_id,
             )
-            return await self._guard(stream, parser, record, keep_alive, send_json(400, error))
+            return await self._guard(link, parser, record, link.send_json(400, error))
 
         try:
             script = await self._script_for(record)
         except Exception as exc:
             self.errors.append(exc)
             error = _wire.default_error(
-                provider, 500, message=f"scripted server: the script function raised {exc!r}"
+                provider,
+                500,
+                message=f"scripted server: the script function raised {exc!r}",
+                request_id=link.anthropic_request_id,
             )
-            return await self._guard(stream, parser, record, keep_alive, send_json(500, error))
+            return await self._guard(link, parser, record, link.send_json(500, error))
         record.script = script
 
-        action: Awaitable[_wire.Ending | None]
+        action: Awaitable[_wire.Ending]
         if script.status != 200:
             error = script.error_body or _wire.default_error(
-                provider,
-                script.status,
-                request_id=request_id if provider == "anthropic" else None,
+                provider, script.status, request_id=link.anthropic_request_id
             )
-            action = send_json(script.status, error, script)
+            action = link.send_json(script.status, error, script)
         elif record.stream:
-            action = self._send_stream(stream, provider, body, script, request_id, keep_alive)
+            action = self._send_stream(link, body, script)
         else:
-            action = self._send_completion(provider, body, script, send_json)
-        return await self._guard(stream, parser, record, keep_alive, action)
+            action = self._send_completion(link, body, script)
+        return await self._guard(link, parser, record, action)
 
     async def _script_for(self, record: RecordedRequest) -> Script:
         index = self._routed
@@ -332,97 +319,74 @@ class ScriptedModelServer:
             return result
         return source[min(index, len(source) - 1)]
 
-    async def _send_stream(
-        self,
-        stream: anyio.abc.SocketStream,
-        provider: _wire.Provider,
-        body: dict[str, Any],
-        script: Script,
-        request_id: str,
-        keep_alive: bool,
-    ) -> _wire.Ending:
-        plan = _wire.stream_plan(provider, body, script, ids=self._ids)
-        headers = _wire.response_headers(
-            provider,
-            request_id=request_id,
-            content_type="stream",
-            keep_alive=keep_alive,
-            retry_after=script.retry_after,
-            extra=script.headers,
-        )
-        await stream.send(response_head(200, headers))
+    async def _send_stream(self, link: _Link, body: dict[str, Any], script: Script) -> _wire.Ending:
+        plan = _wire.stream_plan(link.provider, body, script, ids=self._ids)
+        await link.send(response_head(200, link.headers("stream", script)))
         for chunk in plan.chunks:
             if chunk.delay:
-                await anyio.sleep(chunk.delay)
-            await stream.send(encode_chunk(chunk.data))
+                await link.sleep(chunk.delay)
+            await link.send(encode_chunk(chunk.data))
         if plan.ending == "end":
-            await stream.send(LAST_CHUNK)
+            await link.send(LAST_CHUNK, last=True)
         return plan.ending
 
     async def _send_completion(
-        self,
-        provider: _wire.Provider,
-        body: dict[str, Any],
-        script: Script,
-        send_json: Callable[[int, Any, Script | None], Awaitable[None]],
+        self, link: _Link, body: dict[str, Any], script: Script
     ) -> _wire.Ending:
         sent, cut = script.cut()
         if script.delay:
             # Pace a whole answer as long as its deltas would have taken.
-            await anyio.sleep(script.delay * math.ceil(len(sent) / script.chunk_size))
+            await link.sleep(script.delay * math.ceil(len(sent) / script.chunk_size))
         if cut is Cut.DROP:
             return "drop"
         if cut is Cut.STALL:
             return "stall"
         if cut is Cut.ERROR:
-            status = _wire.error_status_for_cut(provider)
-            error = script.error_body or _wire.default_error(provider, status)
-            await send_json(status, error, script)
-            return "end"
-        await send_json(200, _wire.completion_body(provider, body, script, ids=self._ids), script)
-        return "end"
+            status = _wire.error_status_for_cut(link.provider)
+            error = script.error_body or _wire.default_error(
+                link.provider, status, request_id=link.anthropic_request_id
+            )
+            return await link.send_json(status, error, script)
+        answer = _wire.completion_body(link.provider, body, script, ids=self._ids)
+        return await link.send_json(200, answer, script)
 
     async def _guard(
         self,
-        stream: anyio.abc.SocketStream,
+        link: _Link,
         parser: RequestParser,
         record: RecordedRequest,
-        keep_alive: bool,
-        action: Awaitable[_wire.Ending | None],
+        action: Awaitable[_wire.Ending],
     ) -> bool:
         """Run `action` (which sends the response) while watching for the client to go away.
 
         A watcher reads the socket meanwhile: bytes are buffered for the next request, and EOF
-        or a reset means the client left, which cancels the sending. Returns whether the
-        connection may serve another request.
+        or a reset marks the client gone, which ends the response's pauses and stops its next
+        send. Returns whether the connection may serve another request.
         """
-        outcome: Literal["sent", "gone"] | _wire.Ending = "gone"
 
-        async def watch(scope: anyio.CancelScope) -> None:
+        async def watch() -> None:
             try:
                 while True:
-                    parser.feed(await stream.receive())
+                    parser.feed(await link.stream.receive())
             except _GONE:
-                scope.cancel()
+                link.gone.set()
 
+        ending: _wire.Ending | None = None
         async with anyio.create_task_group() as tg:
-            tg.start_soon(watch, tg.cancel_scope)
+            tg.start_soon(watch)
             try:
                 ending = await action
-            except _GONE:
-                pass
-            else:
                 if ending == "stall":
-                    await anyio.sleep_forever()
-                outcome = "sent" if ending in (None, "end") else "drop"
+                    await link.sleep(math.inf)
+            except (_ClientGone, *_GONE):
+                ending = None
             tg.cancel_scope.cancel()
 
-        if outcome == "sent":
-            record.completed = True
-            return keep_alive
-        if outcome == "gone":
+        if ending == "end":
+            return link.keep_alive
+        if ending is None:
             self._record_disconnect(record)
-        return False
+        return False  # a drop, or a client gone: close the connection
 
     def _record_disconnect(self, record: RecordedRequest) -> None:
         record.client_disconnected.set()
@@ -430,3 +394,79 @@ class ScriptedModelServer:
         changed, self._changed = self._changed, None
         if changed is not None:
             changed.set()
+
+
+class _ClientGone(Exception):
+    """The client went away before the response was fully sent."""
+
+
+class _Link:
+    """The sending side of one response, which knows whether its client is still there.
+
+    Only pauses end early when the client goes (`sleep` raises `_ClientGone`); a send is never
+    interrupted by the watcher, and one that starts after the client went raises instead. The
+    record is marked `completed` as the last bytes are handed to the socket (and unmarked if
+    that send fails), so that a client that has read the whole response always finds it
+    complete, even if the server is stopped right after.
+    """
+
+    def __init__(
+        self,
+        stream: anyio.abc.SocketStream,
+        record: RecordedRequest,
+        provider: _wire.Provider,
+        ids: _wire.Ids,
+        *,
+        keep_alive: bool,
+    ) -> None:
+        self.stream = stream
+        self.record = record
+        self.provider: _wire.Provider = provider
+        self.keep_alive = keep_alive
+        self.request_id = ids.request(provider)
+        self.gone = anyio.Event()
+
+    @property
+    def anthropic_request_id(self) -> str | None:
+        """The request id to put in an Anthropic error body (OpenAI's bodies have none)."""
+        return self.request_id if self.provider == "anthropic" else None
+
+    def headers(
+        self, kind: Literal["stream", "json"], script: Script | None, length: int | None = None
+    ) -> list[tuple[str, str]]:
+        return _wire.response_headers(
+            self.provider,
+            request_id=self.request_id,
+            content_type=kind,
+            content_length=length,
+            keep_alive=self.keep_alive,
+            retry_after=script.retry_after if script else None,
+            extra=script.headers if script else None,
+        )
+
+    async def send(self, data: bytes, *, last: bool = False) -> None:
+        if self.gone.is_set():
+            raise _ClientGone
+        if not last:
+            await self.stream.send(data)
+            return
+        self.record.completed = True
+        try:
+            await self.stream.send(data)
+        except BaseException:
+            self.record.completed = False
+            raise
+
+    async def sleep(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            await self.gone.wait()
+        if self.gone.is_set():
+            raise _ClientGone
+
+    async def send_json(
+        self, status: int, payload: Any, script: Script | None = None
+    ) -> _wire.Ending:
+        data = _wire.json_body(self.provider, payload, error=status >= 400)
+        head = response_head(status, self.headers("json", script, len(data)))
+        await self.send(head + data, last=True)
+        return "end"

@@ -70,7 +70,8 @@ async def test_items_arrive_while_the_model_is_still_writing(make: Any) -> None:
         assert [u for u, _ in seen] == EXPECTED
         # Every item but the last came out before the server had sent the whole response.
         assert [done for _, done in seen[:-1]] == [False] * (len(USERS) - 1)
-        assert stream.usage is not None and stream.usage.output_tokens > 0
+        assert stream.usage is not None
+        assert stream.usage.output_tokens > 0
         assert stream.finish_reason in ("tool_calls", "tool_use")
         assert stream.info.attempts == 1
 
@@ -245,7 +246,8 @@ async def test_http_error_is_not_retried_and_names_the_problem(make: Any) -> Non
     assert isinstance(error, multitask.APIStatusError)
     assert error.status_code == 400
     assert "400" in str(error)
-    assert KEY not in str(error) and KEY not in repr(error)
+    assert KEY not in str(error)
+    assert KEY not in repr(error)
 
 
 @pytest.mark.parametrize("make", CLIENTS)
@@ -267,7 +269,7 @@ async def test_429_with_retry_after_is_retried_then_succeeds(make: Any) -> None:
 async def test_server_errors_retry_up_to_max_retries(status: int) -> None:
     async with ScriptedModelServer(Script(status=status, retry_after=0.01)) as server:
         async with anthropic_client(server, max_retries=2) as client:
-            items, error = await collect(client.extract_stream(User, "t"))
+            _items, error = await collect(client.extract_stream(User, "t"))
         assert len(server.requests) == 3
     assert isinstance(error, multitask.APIStatusError)
     assert error.status_code == status
@@ -403,7 +405,9 @@ async def test_key_never_in_repr_or_errors() -> None:
         assert KEY not in repr(request)
         _, error = await collect(client.extract_stream(User, "t"))
     assert isinstance(error, multitask.APIStatusError)
-    assert KEY not in str(error) and KEY not in repr(error) and KEY not in repr(error.body)
+    assert KEY not in str(error)
+    assert KEY not in repr(error)
+    assert KEY not in repr(error.body)
 
 
 # -- cancellation ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import anyio
 from pydantic import BaseModel, Field
 
 from ._client import Client
+from ._stream import ItemStream
 
 __all__ = ["main"]
 
@@ -86,7 +87,7 @@ async def _demo(args: argparse.Namespace) -> int:
 async def _run(client: Client, text: str) -> int:
     print(f"text: {text}\n")
     start = time.perf_counter()
-    stream = client.extract_stream(User, text)
+    stream: ItemStream[User] = client.extract_stream(User, text)
     async with stream:
         async for user in stream:
             print(f"  {time.perf_counter() - start:6.3f}s  {user!r}", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import json
 import time
 from typing import Any
@@ -512,3 +513,13 @@ class socket_that_refuses:
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+async def test_key_never_in_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # httpx and httpcore log every request at DEBUG
+    scripts = [Script(status=429, retry_after=0.01), Script(items=USERS, drop_after=40)]
+    async with ScriptedModelServer(scripts) as server, openai_client(server) as client:
+        _, error = await collect(client.extract_stream(User, "t"))
+    assert isinstance(error, multitask.APIConnectionError)
+    assert "httpx" in caplog.text or "httpcore" in caplog.text  # the logs were on
+    assert KEY not in caplog.text

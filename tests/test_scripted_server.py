@@ -265,6 +265,7 @@ async def test_unknown_route_is_a_json_404() -> None:
     assert response.status_code == 404
     assert response.json()["error"]["message"] == "Invalid URL (GET /v1/models)"
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert response.json()["error"]["code"] is None
     assert again.status_code == 400
     assert server.requests[0].provider is None
     assert server.requests[0].query == {"limit": "2"}
@@ -462,7 +463,7 @@ async def test_leaving_the_server_closes_stalled_streams() -> None:
 
 
 @pytest.mark.anyio
-async def test_script_function_and_sequence() -> None:
+async def test_script_function_is_called_per_request() -> None:
     seen: list[RecordedRequest] = []
 
     async def answer(request: RecordedRequest) -> Script:
@@ -515,6 +516,57 @@ async def test_non_streaming_answers() -> None:
     assert message["content"][0]["type"] == "tool_use"
     assert message["content"][0]["input"] == ANSWER
     assert message["stop_reason"] == "tool_use"
+
+
+@pytest.mark.anyio
+async def test_non_streaming_faults() -> None:
+    scripts = [
+        Script(items=USERS, truncate_after=10),
+        Script(items=USERS, error_after=10),
+        Script(items=USERS, error_after=10),
+        Script(items=USERS, stall_after=10),
+    ]
+    async with ScriptedModelServer(scripts) as server, httpx.AsyncClient() as client:
+        url = server.url + "/v1/chat/completions"
+        truncated = (await client.post(url, json=openai_body(stream=False))).json()
+        failed = await client.post(url, json=openai_body(stream=False))
+        overloaded = await client.post(server.url + "/v1/messages", json=anthropic_body())
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(url, json=openai_body(stream=False), timeout=0.2)
+        await server.wait_disconnect(timeout=5)
+    choice = truncated["choices"][0]
+    assert choice["finish_reason"] == "length"
+    assert choice["message"]["tool_calls"][0]["function"]["arguments"] == json.dumps(ANSWER)[:10]
+    assert failed.status_code == 500
+    assert failed.json()["error"]["type"] == "server_error"
+    assert overloaded.status_code == 200  # a stream: the error comes as an event
+    assert parse_sse(overloaded.text)[-1][0] == "error"
+    assert server.requests[-1].disconnected
+
+
+@pytest.mark.anyio
+async def test_connection_close_is_honoured() -> None:
+    body = json.dumps(anthropic_body(stream=False)).encode()
+    request = (
+        b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    received = b""
+    async with ScriptedModelServer(Script(items=USERS)) as server:
+        sock = await anyio.connect_tcp("127.0.0.1", server.port)
+        async with sock:
+            await sock.send(request)
+            with anyio.fail_after(5):
+                try:
+                    while True:
+                        received += await sock.receive()
+                except anyio.EndOfStream:
+                    pass
+    head, _, payload = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nconnection: close" in head
+    assert json.loads(payload)["content"][0]["input"] == ANSWER
+    assert server.requests[0].completed
 
 
 # -- the real SDKs -----------------------------------------------------------------------------

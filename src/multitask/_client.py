@@ -52,7 +52,7 @@ _MAX_ERROR_BODY = 64 * 1024
 class Options:
     """Per-extraction settings; the client's are the defaults for every call."""
 
-    mode: Mode = "tools"
+    mode: Mode | None = None  # None: the provider's default ("tools" for most)
     system: str | None = None
     messages: Sequence[Message] | None = None
     max_tokens: int | None = None
@@ -79,6 +79,8 @@ class Client:
     `model` is `"provider:model_name"` (default: `MULTITASK_MODEL`). `base_url` and `api_key`
     default to the provider's environment variables. Pass `http_client` to use your own
     `httpx.AsyncClient` (proxies, custom transports); the client then leaves it open.
+    Pass `provider` to use a provider instance you configured yourself (for example
+    `AzureOpenAI(api_version=...)`); the model's prefix then only names it.
     Any `Options` field given here is the default for every call.
     """
 
@@ -89,6 +91,7 @@ class Client:
         base_url: str | None = None,
         api_key: str | None = None,
         http_client: httpx.AsyncClient | None = None,
+        provider: Provider | None = None,
         headers: Mapping[str, str] | None = None,
         max_connections: int = 1000,
         **options: Any,
@@ -100,7 +103,9 @@ class Client:
             )
         provider_name, self.model_name = split_model(model)
         self.model = model
-        self.provider: Provider = get_provider(provider_name, base_url=base_url, api_key=api_key)
+        self.provider: Provider = provider or get_provider(
+            provider_name, base_url=base_url, api_key=api_key
+        )
         self.options = Options(**options)
         self._headers = dict(headers or {})
         self._own_http = http_client is None
@@ -154,12 +159,13 @@ class Client:
         """
         opts = replace(self.options, **options) if options else self.options
         schema: type[MultiTaskModel[T]] = _multitask(cast(Hashable, item_type))
-        system = opts.system or default_system(schema.task_name)
+        mode = opts.mode or self.provider.default_mode
+        system = opts.system or default_system(schema.task_name, parallel=mode == "parallel_tools")
         system, messages = build_messages(text, system=system, messages=opts.messages)
         spec = RequestSpec(
             model=self.model_name,
             schema=schema,
-            mode=opts.mode,
+            mode=mode,
             system=system,
             messages=messages,
             max_tokens=opts.max_tokens,

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import TypeAdapter
 
 from ._exceptions import IncompleteOutputError, MultitaskError, RefusalError
+from ._ndjson import NDJSONDecoder
 from ._providers._base import StreamDecoder, Usage
 from ._sse import DEFAULT_MAX_EVENT_BYTES, ServerSentEvent, SSEDecoder
 from ._taskparser import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_ITEM_BYTES, TaskParser
@@ -49,7 +50,12 @@ class Extraction(Generic[T]):
         scalar_items: bool = True,
     ) -> None:
         self.decoder = decoder
-        self.sse = SSEDecoder(max_event_bytes=max_event_bytes)
+        #: Splits the body into events: server-sent events, or NDJSON lines for some providers.
+        self.events: SSEDecoder | NDJSONDecoder = (
+            NDJSONDecoder(max_event_bytes=max_event_bytes)
+            if decoder.framing == "ndjson"
+            else SSEDecoder(max_event_bytes=max_event_bytes)
+        )
         self.parser = TaskParser(
             max_item_bytes=max_item_bytes,
             max_answer_bytes=max_answer_bytes,
@@ -58,6 +64,9 @@ class Extraction(Generic[T]):
         self.validator: ItemValidator[T] = ItemValidator(
             item_type, context=validation_context, on_invalid=on_invalid
         )
+        self._limits = (max_item_bytes, max_answer_bytes, scalar_items)
+        # Under mode="parallel_tools": one parser per tool call, each call one item.
+        self._call_parsers: dict[Any, TaskParser] = {}
         self._pending: MultitaskError | None = None
         self._closed = False
         #: Items handed out so far.
@@ -79,14 +88,16 @@ class Extraction(Generic[T]):
         return self.validator.skipped
 
     def feed_bytes(self, data: bytes) -> list[T]:
-        """Feed raw stream bytes (an SSE body), in pieces of any size."""
+        """Feed raw stream bytes (the response body), in pieces of any size."""
         self._check()
         out: list[T] = []
         try:
-            for event in self.sse.feed(data):
+            for event in self.events.feed(data):
                 text = self.decoder.event(event)
                 if text:
                     self._text(text, out)
+                elif self.decoder.calls:
+                    self._take_calls(out)
         except MultitaskError as exc:
             self._defer(exc, out)
         self.delivered += len(out)
@@ -113,16 +124,30 @@ class Extraction(Generic[T]):
         if self._pending is not None:
             return out
         try:
-            leftover = self.decoder.leftover()
-            if leftover:
-                self._text(leftover, out)
-            raw = self.parser.close()
-            if raw:
-                out.extend(self.validator.validate(raw))
+            for event in self.events.end():
+                text = self.decoder.event(event)
+                if text:
+                    self._text(text, out)
+                elif self.decoder.calls:
+                    self._take_calls(out)
+            parsed: MultitaskError | None = None
+            if self._call_parsers:
+                for parser in self._call_parsers.values():
+                    raw = parser.close()
+                    if raw:
+                        out.extend(self.validator.validate(raw))
+                    parsed = parsed or parser.error
+            else:
+                leftover = self.decoder.leftover()
+                if leftover:
+                    self._text(leftover, out)
+                raw = self.parser.close()
+                if raw:
+                    out.extend(self.validator.validate(raw))
+                parsed = self.parser.error
             error: MultitaskError | None = self.validator.error
             if error is None:
                 outcome = self.decoder.outcome_error(self.delivered + len(out))
-                parsed = self.parser.error
                 if isinstance(outcome, RefusalError):
                     error = outcome
                 elif parsed is not None:
@@ -149,6 +174,25 @@ class Extraction(Generic[T]):
             if self.validator.error is not None:
                 raise self.validator.error
 
+    def _take_calls(self, out: list[T]) -> None:
+        calls, self.decoder.calls = self.decoder.calls, []
+        for key, text in calls:
+            parser = self._call_parsers.get(key)
+            if parser is None:
+                max_item, max_answer, scalar = self._limits
+                parser = TaskParser(
+                    max_item_bytes=max_item,
+                    max_answer_bytes=max_answer,
+                    scalar_items=scalar,
+                    whole=True,
+                )
+                self._call_parsers[key] = parser
+            raw = parser.feed(text)
+            if raw:
+                out.extend(self.validator.validate(raw))
+                if self.validator.error is not None:
+                    raise self.validator.error
+
     def _one(self, decode: Any, value: Any) -> list[T]:
         self._check()
         out: list[T] = []
@@ -156,6 +200,8 @@ class Extraction(Generic[T]):
             text = decode(value)
             if text:
                 self._text(text, out)
+            elif self.decoder.calls:
+                self._take_calls(out)
         except MultitaskError as exc:
             self._defer(exc, out)
         self.delivered += len(out)

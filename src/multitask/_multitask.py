@@ -26,7 +26,7 @@ from ._extraction import Extraction
 from ._providers._anthropic import AnthropicDecoder
 from ._providers._base import AnswerSource, StreamDecoder
 from ._providers._openai_chat import OpenAIChatDecoder
-from ._schema import strict_schema
+from ._schema import SchemaError, strict_schema
 from ._validation import OnInvalid
 
 __all__ = ["MultiTask", "MultiTaskModel", "task_name"]
@@ -139,6 +139,27 @@ class MultiTaskModel(BaseModel, Generic[T]):
             "description": schema["description"],
             "input_schema": schema["parameters"],
         }
+
+    @_classproperty
+    def item_function(cls: type[MultiTaskModel[Any]]) -> dict[str, Any]:
+        """One item as a function definition, for `mode="parallel_tools"` (one call per item).
+
+        Its name is the item type's; its parameters are the item's own schema, which must be an
+        object (a model, dataclass or TypedDict).
+        """
+        schema = cls.item_adapter.json_schema()
+        if schema.get("type") != "object" and "$ref" not in schema:
+            raise SchemaError(
+                f"mode='parallel_tools' needs object items (a model, dataclass or TypedDict); "
+                f"{cls.task_name} is not one"
+            )
+        if "$ref" in schema:  # a model that refers to itself: the root is a $ref into $defs
+            defs = schema.get("$defs", {})
+            root = defs.get(schema["$ref"].rsplit("/", 1)[-1], {})
+            schema = {**root, "$defs": defs}
+        description = schema.pop("description", None) or f"Record one `{cls.task_name}`."
+        schema.pop("title", None)
+        return {"name": cls.task_name, "description": description, "parameters": schema}
 
     @_classproperty
     def item_adapter(cls: type[MultiTaskModel[Any]]) -> TypeAdapter[Any]:

@@ -12,8 +12,14 @@ __all__ = ["Message", "build_messages", "default_system", "json_instructions"]
 Message = dict[str, Any]
 
 
-def default_system(task_name: str) -> str:
+def default_system(task_name: str, *, parallel: bool = False) -> str:
     """The default instruction: find every item, in order, and answer with the `tasks` list."""
+    if parallel:
+        return (
+            f"You extract structured data. Find every `{task_name}` in the user's text and call "
+            f"the `{task_name}` tool once for each of them, in the order they appear. Do not "
+            f"invent values that the text does not support."
+        )
     return (
         f"You extract structured data. Find every `{task_name}` in the user's text and return "
         f"all of them, in the order they appear, as the `tasks` list. Do not invent values "

@@ -69,7 +69,7 @@ class SSEDecoder:
 
     def feed(self, data: bytes) -> list[ServerSentEvent]:
         """Decode the next bytes of the stream; return the events they completed."""
-        if self._skip_lf:
+        if self._skip_lf and data:  # an empty feed must not forget the pending CR
             self._skip_lf = False
             if data[:1] == b"\n":
                 data = data[1:]

@@ -42,9 +42,10 @@ class TaskParser:
     """Push parser for `{"tasks": [item, ...]}` (other keys allowed) or a bare `[item, ...]`.
 
     `feed(text)` returns the raw items (dicts, lists, strings, numbers) completed by that
-    fragment. `close()` says the input ended: it returns normally when the list was closed,
-    and raises `IncompleteOutputError` when the answer stopped inside it (the items returned
-    so far stand). Malformed JSON raises `MalformedOutputError`.
+    fragment; malformed JSON raises `MalformedOutputError`. `close()` says the input ended
+    and returns the last items; `error` then says whether the answer stopped inside the list
+    (`IncompleteOutputError`: the items returned so far stand) or was not what it should be.
+    With `whole=True` the answer is a single item (one tool call's arguments).
 
     Fragments are buffered and handed to the C parser only when they could finish something
     (a closing bracket outside a string, or the end of a string for string items), so a long
@@ -68,6 +69,7 @@ class TaskParser:
         "_state",
         "_string_items",
         "_tail",
+        "_whole",
         "bare_array",
         "error",
         "items_emitted",
@@ -79,7 +81,10 @@ class TaskParser:
         max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         scalar_items: bool = True,
+        whole: bool = False,
     ) -> None:
+        # `whole`: the answer is one item (a tool call's arguments in parallel mode), not a list.
+        self._whole = whole
         self._max_item_bytes = max_item_bytes
         self._max_answer_bytes = max_answer_bytes
         # When items may be strings or numbers, a closing quote or a comma can finish one too.
@@ -154,12 +159,13 @@ class TaskParser:
                     self._coro.close()
                 except ijson.common.JSONError as exc:
                     if _TRAILING_GARBAGE not in str(exc):
+                        where = "the item" if self._whole else "the list"
                         raise IncompleteOutputError(
-                            f"the answer ended inside the list, after "
+                            f"the answer ended inside {where}, after "
                             f"{self.items_emitted} complete item(s)",
                             items_delivered=self.items_emitted,
                         ) from None
-            if not self.bare_array and not self._saw_tasks and self.items_emitted == 0:
+            if not (self.bare_array or self._whole or self._saw_tasks or self.items_emitted):
                 raise MalformedOutputError("the answer's JSON object has no 'tasks' list")
         except MultitaskError as exc:
             self._state = _DONE
@@ -183,8 +189,11 @@ class TaskParser:
             self._preamble = ""
             self._start_json(stripped[0])
             return self._feed_json(stripped)
-        fence = _FENCE.search(preamble)
-        opener = _LINE_OPENER.search(preamble)
+        # The text before held no match, so one can only begin on its last line: search from
+        # there, not from the start (which made long prose fed in small pieces quadratic).
+        last_line = self._preamble.rfind("\n")
+        fence = _FENCE.search(preamble, max(last_line, 0))
+        opener = _LINE_OPENER.search(preamble, last_line if last_line >= 0 else len(self._preamble))
         if fence is not None and (opener is None or fence.start() < opener.start(1)):
             rest = preamble[fence.end() :]
             self._preamble = ""
@@ -202,17 +211,19 @@ class TaskParser:
         return []
 
     def _start_json(self, opener: str) -> None:
-        self.bare_array = opener == "["
-        prefix = "item" if self.bare_array else "tasks.item"
+        self.bare_array = opener == "[" and not self._whole
+        prefix = "" if self._whole else "item" if self.bare_array else "tasks.item"
         self._coro = ijson.items_coro(self._items, prefix, use_float=True)
         self._state = _JSON
 
     # -- feeding the C parser ------------------------------------------------------------------
 
     def _feed_json(self, text: str) -> list[Any]:
+        if not text:
+            return []  # kept out of the buffer: sending b"" would tell ijson the input ended
         self._buffer.append(text)
         self._buffered += len(text)
-        if not self._saw_tasks and not self.bare_array:
+        if not (self._saw_tasks or self.bare_array or self._whole):
             probe = self._tail + text
             if '"tasks"' in probe:
                 self._saw_tasks = True
@@ -303,7 +314,8 @@ class TaskParser:
             self._state = _DONE
             raise MalformedOutputError(
                 f"malformed JSON in the answer (within characters {offset}-{self._fed} of the "
-                f"JSON text, after {self.items_emitted} item(s)): {_yajl_message(message)}",
+                f"JSON text, after {self.items_emitted + len(self._items)} item(s)): "
+                f"{_yajl_message(message)}",
                 offset=offset,
             ) from None
 

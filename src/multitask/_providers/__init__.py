@@ -4,25 +4,39 @@ Importing this package registers the built-in providers.
 """
 
 from ._anthropic import Anthropic, AnthropicDecoder
+from ._azure import AzureOpenAI
 from ._base import AnswerSource, StreamDecoder, Usage
+from ._compatible import PRESETS, register_openai_compatible
+from ._gemini import Gemini, GeminiDecoder
+from ._ollama import Ollama, OllamaDecoder
 from ._openai_chat import OpenAIChat, OpenAIChatDecoder
+from ._openai_responses import OpenAIResponses, OpenAIResponsesDecoder
 from ._provider import Provider, get_provider, provider_names, register_provider, split_model
 from ._request import HTTPRequest, Mode, RequestSpec
 
 __all__ = [
+    "PRESETS",
     "AnswerSource",
     "Anthropic",
     "AnthropicDecoder",
+    "AzureOpenAI",
+    "Gemini",
+    "GeminiDecoder",
     "HTTPRequest",
     "Mode",
+    "Ollama",
+    "OllamaDecoder",
     "OpenAIChat",
     "OpenAIChatDecoder",
+    "OpenAIResponses",
+    "OpenAIResponsesDecoder",
     "Provider",
     "RequestSpec",
     "StreamDecoder",
     "Usage",
     "get_provider",
     "provider_names",
+    "register_openai_compatible",
     "register_provider",
     "split_model",
 ]

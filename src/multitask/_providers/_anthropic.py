@@ -30,6 +30,7 @@ class AnthropicDecoder(StreamDecoder):
         super().__init__(source)
         self._block: int | None = None  # index of the tool_use block that is the answer
         self._text_blocks: set[int] = set()
+        self._call_blocks: set[Any] = set()  # under "calls": every tool_use block
 
     def payload(self, obj: Mapping[str, Any], event: str = "message") -> str:
         kind = obj.get("type", event)
@@ -38,6 +39,9 @@ class AnthropicDecoder(StreamDecoder):
             index = obj.get("index")
             dtype = delta.get("type")
             if dtype == "input_json_delta":
+                if index in self._call_blocks:
+                    self._call(index, delta.get("partial_json") or "")
+                    return ""
                 return (delta.get("partial_json") or "") if index == self._block else ""
             if dtype == "text_delta" and index in self._text_blocks:
                 return self._content(delta.get("text") or "")
@@ -45,7 +49,11 @@ class AnthropicDecoder(StreamDecoder):
         if kind == "content_block_start":
             block = obj.get("content_block") or {}
             btype = block.get("type")
-            if btype == "tool_use" and self._block is None and self._tool():
+            if btype == "tool_use" and self.source == "calls":
+                index = obj.get("index")
+                self._call_blocks.add(index)
+                self._call(index, to_json(block["input"]).decode() if block.get("input") else "")
+            elif btype == "tool_use" and self._block is None and self._tool():
                 self._block = obj.get("index")
                 initial = block.get("input")
                 if initial:  # a server that sends the whole input at the start
@@ -70,7 +78,9 @@ class AnthropicDecoder(StreamDecoder):
             if usage:
                 previous = self.usage or Usage()
                 input_tokens = _input_tokens(usage) or previous.input_tokens
-                output = usage.get("output_tokens") or previous.output_tokens
+                output = usage.get("output_tokens")
+                if output is None:  # absent; 0 is a real count (a refusal's, say)
+                    output = previous.output_tokens
                 self.usage = Usage(input_tokens, output, {**previous.raw, **usage})
             return ""
         if kind == "message_stop":
@@ -114,7 +124,7 @@ class Anthropic(Provider):
     default_base_url = "https://api.anthropic.com"
     base_url_env = "ANTHROPIC_BASE_URL"
     api_key_env = ("ANTHROPIC_API_KEY",)
-    modes = frozenset({"tools", "json"})
+    modes = frozenset({"tools", "json", "parallel_tools"})
 
     def endpoint(self, spec: RequestSpec) -> str:
         return f"{self.base_url}/v1/messages"
@@ -137,6 +147,17 @@ class Anthropic(Provider):
             tool = {**schema.anthropic_schema, "eager_input_streaming": True}
             body["tools"] = [tool]
             body["tool_choice"] = {"type": "tool", "name": tool["name"]}
+        elif spec.mode == "parallel_tools":
+            function = schema.item_function
+            body["tools"] = [
+                {
+                    "name": function["name"],
+                    "description": function["description"],
+                    "input_schema": function["parameters"],
+                    "eager_input_streaming": True,
+                }
+            ]
+            body["tool_choice"] = {"type": "any"}
         else:
             system = f"{system}\n\n{json_instructions(schema.openai_schema['parameters'])}"
         body["system"] = system

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic_core import from_json
 
@@ -19,9 +20,13 @@ from .._sse import ServerSentEvent
 
 __all__ = ["AnswerSource", "StreamDecoder", "Usage"]
 
-#: Where the answer is in the stream: a tool call's arguments, the message text, or whichever
-#: shows up first (for reading streams whose request we did not build).
-AnswerSource = Literal["tool", "content", "auto"]
+# Where JSON may begin in message text: a line that opens an object or array, or a fence.
+_JSON_START = re.compile(r"(?:^|\n)[ \t]*[\[{]|```")
+
+#: Where the answer is in the stream: a tool call's arguments, the message text, whichever
+#: shows up first (for reading streams whose request we did not build), or many tool calls,
+#: one item each ("calls", for `mode="parallel_tools"`).
+AnswerSource = Literal["tool", "content", "auto", "calls"]
 
 
 @dataclass(slots=True)
@@ -45,12 +50,14 @@ class StreamDecoder:
     raising `StreamError` for an error event.
     """
 
+    #: How the response body is framed: server-sent events, or one JSON object per line.
+    framing: ClassVar[Literal["sse", "ndjson"]] = "sse"
     #: Finish reasons (as the provider spells them) that mean the answer was cut off.
-    TRUNCATED: frozenset[str] = frozenset()
+    TRUNCATED: ClassVar[frozenset[str]] = frozenset()
     #: Finish reasons that mean a content filter stopped the answer.
-    FILTERED: frozenset[str] = frozenset()
+    FILTERED: ClassVar[frozenset[str]] = frozenset()
     #: Finish reasons that mean the model refused.
-    REFUSED: frozenset[str] = frozenset()
+    REFUSED: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, source: AnswerSource = "auto") -> None:
         self.source: AnswerSource = source
@@ -62,7 +69,10 @@ class StreamDecoder:
         self.refusal = ""
         #: True once the provider said the stream is over (`[DONE]`, `message_stop`, ...).
         self.ended = False
-        self._held = ""  # under "auto": message text held back until it looks like JSON
+        #: Under "calls": (call key, argument text) fragments not yet taken by the pipeline.
+        self.calls: list[tuple[Any, str]] = []
+        self._held = ""  # message text held back: see `_content`
+        self._tool_seen = False
 
     def event(self, event: ServerSentEvent) -> str:
         """Decode one server-sent event; return the answer text it carries."""
@@ -78,14 +88,30 @@ class StreamDecoder:
         """Decode one parsed event (an SSE event's JSON, or an SDK chunk as a dict)."""
         raise NotImplementedError
 
+    def _call(self, key: Any, text: str) -> None:
+        """Under "calls": a fragment of one tool call's arguments, which are one item."""
+        self._tool_seen = True
+        self._held = ""
+        if text:
+            self.calls.append((key, text))
+
     def _content(self, text: str) -> str:
-        """Message text: the answer under "content"; under "auto", once it looks like JSON."""
+        """Message text: the answer under "content"; under "auto", once it looks like JSON.
+
+        Under "tool", text is held back in case no tool call ever comes: some compatible
+        servers answer a forced tool call with the JSON in the content.
+        """
         if self.source == "content":
             return text
-        if self.source == "tool":
+        if self.source in ("tool", "calls"):
+            if not self._tool_seen:
+                self._held += text
             return ""
         held = self._held + text
-        if "{" in held or "[" in held:
+        # JSON starts a line or follows a fence, as the task parser has it: a bracket in
+        # prose ("I'll list them [all]") before a tool call must not take the answer. The
+        # held text before had no match, so search from its last line only.
+        if _JSON_START.search(held, max(self._held.rfind("\n"), 0)):
             self.source = "content"
             self._held = ""
             return held
@@ -96,11 +122,15 @@ class StreamDecoder:
         """Whether tool-call arguments are the answer; under "auto", the first one decides."""
         if self.source == "auto":
             self.source = "tool"
+        if self.source != "tool":
+            return False
+        if not self._tool_seen:
+            self._tool_seen = True
             self._held = ""
-        return self.source == "tool"
+        return True
 
     def leftover(self) -> str:
-        """At the end of the stream: message text held back under "auto" (prose, maybe JSON)."""
+        """At the end of the stream: message text held back (prose, or JSON in the content)."""
         held, self._held = self._held, ""
         return held
 

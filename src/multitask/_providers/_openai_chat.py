@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from .._exceptions import StreamError
 from .._prompt import json_instructions
@@ -28,7 +28,20 @@ class OpenAIChatDecoder(StreamDecoder):
 
     def __init__(self, source: Any = "auto") -> None:
         super().__init__(source)
-        self._call: object = None  # the index (or id) of the tool call that is the answer
+        self._answer: object = None  # the index (or id) of the tool call that is the answer
+        self._ids: dict[str, int] = {}  # under "calls", for servers that send no index
+        self._last: object = 0
+
+    def _parallel(self, calls: list[Any]) -> None:
+        """Under "calls": each tool call's arguments, keyed by index (or id, or the last)."""
+        for call in calls:
+            key = call.get("index")
+            if key is None:
+                call_id = call.get("id")
+                key = self._ids.setdefault(call_id, len(self._ids)) if call_id else self._last
+            self._last = key
+            function = call.get("function") or {}
+            self._call(key, function.get("arguments") or "")
 
     def event(self, event: ServerSentEvent) -> str:
         if event.data == "[DONE]":
@@ -63,14 +76,17 @@ class OpenAIChatDecoder(StreamDecoder):
             return ""
         calls = delta.get("tool_calls")
         if calls:
+            if self.source == "calls":
+                self._parallel(calls)
+                return ""
             if not self._tool():
                 return ""
             text = ""
             for call in calls:
                 key = call.get("index", call.get("id"))
-                if self._call is None:
-                    self._call = key
-                elif key is not None and key != self._call:
+                if self._answer is None:
+                    self._answer = key
+                elif key is not None and key != self._answer:
                     continue  # a second tool call: not the answer (see parallel mode)
                 function = call.get("function")
                 if function:
@@ -103,14 +119,25 @@ def _stream_error(error: Any) -> StreamError:
 class OpenAIChat(Provider):
     """OpenAI chat completions: `POST {base_url}/chat/completions`, bearer key, SSE answer.
 
-    `base_url` ends in `/v1`, as `OPENAI_BASE_URL` does for the official SDK.
+    `base_url` ends in `/v1`, as `OPENAI_BASE_URL` does for the official SDK. The class
+    attributes below are the quirks OpenAI-compatible servers differ in.
     """
 
     name = "openai"
     default_base_url = "https://api.openai.com/v1"
     base_url_env = "OPENAI_BASE_URL"
     api_key_env = ("OPENAI_API_KEY",)
-    modes = frozenset({"tools", "json_schema", "json", "functions"})
+    modes = frozenset({"tools", "json_schema", "json", "functions", "parallel_tools"})
+    #: How to force the tool: OpenAI's `{"type": "function", ...}` object, or a string
+    #: (`"required"`, `"any"`) for servers that take no object.
+    tool_choice: ClassVar[str] = "function"
+    #: Whether to ask for usage on the last chunk with `stream_options` (some servers reject it).
+    stream_usage: ClassVar[bool] = True
+    #: Whether to send `parallel_tool_calls: false` (some servers reject the field).
+    parallel_tool_calls: ClassVar[bool] = True
+    #: The body field for the output token limit; None: `max_completion_tokens` on
+    #: api.openai.com and `max_tokens` elsewhere.
+    max_tokens_field: ClassVar[str | None] = None
 
     def endpoint(self, spec: RequestSpec) -> str:
         return f"{self.base_url}/chat/completions"
@@ -125,8 +152,18 @@ class OpenAIChat(Provider):
         name = schema.openai_schema["name"]
         if spec.mode == "tools":
             body["tools"] = [schema.openai_tool]
-            body["tool_choice"] = {"type": "function", "function": {"name": name}}
-            body["parallel_tool_calls"] = False
+            body["tool_choice"] = (
+                {"type": "function", "function": {"name": name}}
+                if self.tool_choice == "function"
+                else self.tool_choice
+            )
+            if self.parallel_tool_calls:
+                body["parallel_tool_calls"] = False
+        elif spec.mode == "parallel_tools":
+            body["tools"] = [{"type": "function", "function": schema.item_function}]
+            body["tool_choice"] = "required"
+            if self.parallel_tool_calls:
+                body["parallel_tool_calls"] = True
         elif spec.mode == "functions":
             body["functions"] = [schema.openai_schema]
             body["function_call"] = {"name": name}
@@ -136,17 +173,18 @@ class OpenAIChat(Provider):
             body["response_format"] = {"type": "json_object"}
             system = f"{system}\n\n{json_instructions(schema.openai_schema['parameters'])}"
         body["messages"] = [{"role": "system", "content": system}, *spec.messages]
-        body["stream_options"] = {"include_usage": True}
+        if self.stream_usage:
+            body["stream_options"] = {"include_usage": True}
         if spec.max_tokens is not None:
-            key = "max_completion_tokens" if self._official else "max_tokens"
-            body[key] = spec.max_tokens
+            field = self.max_tokens_field or (
+                "max_completion_tokens"
+                if self.base_url == OpenAIChat.default_base_url
+                else "max_tokens"
+            )
+            body[field] = spec.max_tokens
         if spec.temperature is not None:
             body["temperature"] = spec.temperature
         return body
-
-    @property
-    def _official(self) -> bool:
-        return self.base_url == self.default_base_url
 
     def make_decoder(self, source: AnswerSource) -> StreamDecoder:
         return OpenAIChatDecoder(source)

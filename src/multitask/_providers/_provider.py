@@ -37,6 +37,8 @@ class Provider:
     base_url_env: ClassVar[str | None] = None
     api_key_env: ClassVar[tuple[str, ...]] = ()
     modes: ClassVar[frozenset[str]] = frozenset({"tools"})
+    #: The mode used when the caller names none.
+    default_mode: ClassVar[Mode] = "tools"
     #: Whether the API needs a key even at a custom base URL.
     key_required: ClassVar[bool] = True
 
@@ -63,11 +65,7 @@ class Provider:
                 f"the {self.name!r} provider does not support mode {spec.mode!r}; "
                 f"it supports {sorted(self.modes)}"
             )
-        if not self._api_key and (
-            self.key_required and self.base_url == self.default_base_url.rstrip("/")
-        ):
-            names = " or ".join(self.api_key_env) or "api_key"
-            raise MultitaskError(f"no API key for {self.name!r}: set {names}, or pass api_key")
+        self.check_credentials()
         body = self.build_body(spec)
         body.update(spec.extra_body)
         headers = {
@@ -79,6 +77,8 @@ class Provider:
 
     def decoder(self, mode: Mode) -> StreamDecoder:
         """A fresh decoder for one response's stream."""
+        if mode == "parallel_tools":
+            return self.make_decoder("calls")
         return self.make_decoder("content" if mode in ("json", "json_schema") else "tool")
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
@@ -98,6 +98,14 @@ class Provider:
             retry_after=retry_after,
             body=_safe_json(body),
         )
+
+    def check_credentials(self) -> None:
+        """Fail before sending when the request could only be refused (no key, no endpoint)."""
+        if not self._api_key and (
+            self.key_required and self.base_url == self.default_base_url.rstrip("/")
+        ):
+            names = " or ".join(self.api_key_env) or "api_key"
+            raise MultitaskError(f"no API key for {self.name!r}: set {names}, or pass api_key")
 
     # -- what a provider defines ---------------------------------------------------------------
 

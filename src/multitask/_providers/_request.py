@@ -10,9 +10,10 @@ from .._prompt import Message
 
 __all__ = ["HTTPRequest", "Mode", "RequestSpec"]
 
-#: How the answer is asked for: a forced tool call (the default), OpenAI structured outputs,
-#: JSON-object mode with the schema in the prompt, or the legacy OpenAI `functions`.
-Mode = Literal["tools", "json_schema", "json", "functions"]
+#: How the answer is asked for: a forced tool call (the default for most providers), OpenAI
+#: structured outputs / a response schema, JSON-object mode with the schema in the prompt, the
+#: legacy OpenAI `functions`, or one tool call per item ("parallel_tools").
+Mode = Literal["tools", "json_schema", "json", "functions", "parallel_tools"]
 
 
 @dataclass(frozen=True, slots=True)

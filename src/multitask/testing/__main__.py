@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +64,16 @@ async def _serve(args: argparse.Namespace, items: list[Any]) -> None:
         print(f"  OpenAI    base_url={server.url}/v1", flush=True)
         print(f"  Anthropic base_url={server.url}", flush=True)
         print(f"  answering {len(items)} items; Ctrl-C to stop", flush=True)
+        await _until_stopped()
+
+
+async def _until_stopped() -> None:
+    """Return on SIGINT or SIGTERM (also when SIGINT is ignored, as in a background job)."""
+    try:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                return
+    except NotImplementedError:  # no signal receivers here (Windows): Ctrl-C still interrupts
         await anyio.sleep_forever()
 
 

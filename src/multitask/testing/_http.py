@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 
 __all__ = [
+    "CONTINUE",
     "LAST_CHUNK",
     "ProtocolError",
     "Request",
@@ -24,6 +25,8 @@ __all__ = [
 
 LAST_CHUNK = b"0\r\n\r\n"
 """The zero-length chunk that ends a chunked body (with no trailers)."""
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+"""The interim response that tells a client waiting on `Expect: 100-continue` to go on."""
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(rb"\r?\n")
@@ -100,6 +103,7 @@ class RequestParser:
     def __init__(self, *, max_head_bytes: int = 64 * 1024, max_body_bytes: int = 64 << 20) -> None:
         self._buffer = bytearray()
         self._head: _Head | None = None
+        self._continue_due = False
         self._max_head = max_head_bytes
         self._max_body = max_body_bytes
 
@@ -107,6 +111,14 @@ class RequestParser:
     def has_partial(self) -> bool:
         """True while some bytes of an unfinished request are buffered."""
         return bool(self._buffer.strip(b"\r\n"))
+
+    def take_continue(self) -> bool:
+        """True once per request whose client awaits `100 Continue` before sending its body.
+
+        The shell then sends `CONTINUE`; curl, for one, waits for it on large bodies.
+        """
+        due, self._continue_due = self._continue_due, False
+        return due
 
     def feed(self, data: bytes) -> None:
         """Append bytes received from the peer."""
@@ -121,6 +133,8 @@ class RequestParser:
             self._head = self._parse_head()
             if self._head is None:
                 return None
+            expect = [v.lower() for k, v in self._head.headers if k == "expect"]
+            self._continue_due = "100-continue" in expect and self._head.version == "HTTP/1.1"
         head = self._head
         if head.chunked:
             decoded = self._decode_chunked(head.body_start)
@@ -135,6 +149,7 @@ class RequestParser:
             body = bytes(self._buffer[head.body_start : end])
         del self._buffer[:end]
         self._head = None
+        self._continue_due = False
         return Request(head.method, head.target, head.version, head.headers, body)
 
     def _parse_head(self) -> _Head | None:

@@ -23,6 +23,7 @@ from anyio.abc import SocketAttribute
 
 from multitask.testing import _wire
 from multitask.testing._http import (
+    CONTINUE,
     LAST_CHUNK,
     ProtocolError,
     Request,
@@ -41,6 +42,10 @@ _ROUTES: dict[str, _wire.Provider] = {
     "/chat/completions": "openai",
     "/v1/messages": "anthropic",
 }
+_LINGER_SECONDS = 2.0
+_After = Literal["keep", "linger", "close"]
+"""What a connection does after a response: serve another request, half-close and wait for
+the client to close, or close at once (the client is gone)."""
 # What a send or receive raises once the peer has gone (or we closed the stream ourselves).
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
@@ -164,6 +169,8 @@ class ScriptedModelServer:
                 await self._changed.wait()
 
     async def __aenter__(self: _Self) -> _Self:
+        if self._tg is not None:
+            raise RuntimeError("the server is already running")
         async with AsyncExitStack() as stack:
             listener = await anyio.create_tcp_listener(local_host=self._host, local_port=self._port)
             await stack.enter_async_context(listener)
@@ -205,13 +212,32 @@ class ScriptedModelServer:
                         request = await self._read_request(stream, parser)
                     except ProtocolError as exc:
                         await self._send_protocol_error(stream, exc)
+                        await self._linger(stream)
                         return
                     if request is None:
                         return
-                    if not await self._respond(stream, parser, request, connection):
+                    after = await self._respond(stream, parser, request, connection)
+                    if after == "linger":
+                        await self._linger(stream)
+                    if after != "keep":
                         return
             except _GONE:
                 return
+
+    @staticmethod
+    async def _linger(stream: anyio.abc.SocketStream) -> None:
+        """Half-close, then wait (briefly) for the client to close: a lingering close.
+
+        Closing outright could lose response bytes still buffered on our side, or make the
+        kernel answer the client's unread bytes with a reset that discards them.
+        """
+        with anyio.move_on_after(_LINGER_SECONDS):
+            try:
+                await stream.send_eof()
+                while True:
+                    await stream.receive()
+            except _GONE:
+                pass
 
     @staticmethod
     async def _read_request(
@@ -221,6 +247,8 @@ class ScriptedModelServer:
             request = parser.next_request()
             if request is not None:
                 return request
+            if parser.take_continue():
+                await stream.send(CONTINUE)
             try:
                 data = await stream.receive()
             except _GONE:
@@ -246,8 +274,8 @@ class ScriptedModelServer:
         parser: RequestParser,
         request: Request,
         connection: int,
-    ) -> bool:
-        """Answer one request; return whether the connection may serve another."""
+    ) -> _After:
+        """Answer one request; return what the connection does next."""
         provider = _ROUTES.get(request.path) if request.method == "POST" else None
         try:
             body: Any = json.loads(request.body) if request.body else None
@@ -269,6 +297,7 @@ class ScriptedModelServer:
         if provider is None:
             message = f"Invalid URL ({request.method} {request.path})"
             error = _wire.default_error("openai", 404, message=message)
+            error["error"]["code"] = None  # OpenAI's answer to an unknown URL has no code
             return await self._guard(link, parser, record, link.send_json(404, error))
         if not isinstance(body, dict):
             error = _wire.default_error(
@@ -356,12 +385,12 @@ class ScriptedModelServer:
         parser: RequestParser,
         record: RecordedRequest,
         action: Awaitable[_wire.Ending],
-    ) -> bool:
+    ) -> _After:
         """Run `action` (which sends the response) while watching for the client to go away.
 
         A watcher reads the socket meanwhile: bytes are buffered for the next request, and EOF
         or a reset marks the client gone, which ends the response's pauses and stops its next
-        send. Returns whether the connection may serve another request.
+        send. Returns what the connection does next.
         """
 
         async def watch() -> None:
@@ -383,10 +412,11 @@ class ScriptedModelServer:
             tg.cancel_scope.cancel()
 
         if ending == "end":
-            return link.keep_alive
-        if ending is None:
-            self._record_disconnect(record)
-        return False  # a drop, or a client gone: close the connection
+            return "keep" if link.keep_alive else "linger"
+        if ending == "drop":
+            return "linger"  # the body stops mid-chunk: the client sees the connection end
+        self._record_disconnect(record)
+        return "close"
 
     def _record_disconnect(self, record: RecordedRequest) -> None:
         record.client_disconnected.set()

@@ -1,0 +1,118 @@
+"""OpenAI-compatible servers: named presets, and a way to name your own.
+
+Each preset is the OpenAI chat provider with another base URL, key variable and quirks. The
+decoder is the same one; it already tolerates what these servers do differently in the stream
+(tool calls without `index`, whole arguments in one chunk, `: keep-alive` comments, usage on
+the last content chunk, `reasoning_content`, a `tool_calls` finish with the answer in content).
+"""
+
+from __future__ import annotations
+
+from ._openai_chat import OpenAIChat
+from ._provider import register_provider
+from ._request import Mode
+
+__all__ = ["PRESETS", "register_openai_compatible"]
+
+
+def register_openai_compatible(
+    name: str,
+    *,
+    base_url: str,
+    api_key_env: tuple[str, ...] = (),
+    base_url_env: str | None = None,
+    key_required: bool = True,
+    default_mode: Mode = "tools",
+    tool_choice: str = "function",
+    stream_usage: bool = True,
+    parallel_tool_calls: bool = True,
+    max_tokens_field: str | None = "max_tokens",
+) -> type[OpenAIChat]:
+    """Register `name:` as an OpenAI-compatible endpoint with its own defaults and quirks.
+
+    `default_mode="json_schema"` (or `"json"`) suits servers without tool support;
+    `tool_choice="required"` or `"any"` suits servers that reject OpenAI's object form;
+    `stream_usage=False` and `parallel_tool_calls=False` leave out fields a server rejects.
+    """
+    provider = type(
+        f"OpenAICompatible_{name}",
+        (OpenAIChat,),
+        {
+            "__doc__": f"The OpenAI-compatible endpoint {name!r} at {base_url}.",
+            "name": name,
+            "default_base_url": base_url,
+            "base_url_env": base_url_env,
+            "api_key_env": api_key_env,
+            "key_required": key_required,
+            "default_mode": default_mode,
+            "tool_choice": tool_choice,
+            "stream_usage": stream_usage,
+            "parallel_tool_calls": parallel_tool_calls,
+            "max_tokens_field": max_tokens_field,
+        },
+    )
+    register_provider(name, provider)
+    return provider
+
+
+#: The presets: (name, base URL, key variable, local server, extra settings).
+PRESETS: dict[str, type[OpenAIChat]] = {
+    # Local servers: no key needed. llama.cpp and LM Studio constrain output with a JSON
+    # schema reliably; their tool calling depends on the model's chat template.
+    "vllm": register_openai_compatible(
+        "vllm",
+        base_url="http://localhost:8000/v1",
+        api_key_env=("VLLM_API_KEY",),
+        base_url_env="VLLM_BASE_URL",
+        key_required=False,
+    ),
+    "llamacpp": register_openai_compatible(
+        "llamacpp",
+        base_url="http://localhost:8080/v1",
+        api_key_env=("LLAMA_API_KEY",),
+        base_url_env="LLAMACPP_BASE_URL",
+        key_required=False,
+        default_mode="json_schema",
+    ),
+    "lmstudio": register_openai_compatible(
+        "lmstudio",
+        base_url="http://localhost:1234/v1",
+        api_key_env=("LM_API_TOKEN",),
+        base_url_env="LMSTUDIO_BASE_URL",
+        key_required=False,
+        default_mode="json_schema",
+    ),
+    # Hosted services.
+    "groq": register_openai_compatible(
+        "groq",
+        base_url="https://api.groq.com/openai/v1",
+        api_key_env=("GROQ_API_KEY",),
+    ),
+    "together": register_openai_compatible(
+        "together",
+        base_url="https://api.together.xyz/v1",
+        api_key_env=("TOGETHER_API_KEY",),
+    ),
+    "fireworks": register_openai_compatible(
+        "fireworks",
+        base_url="https://api.fireworks.ai/inference/v1",
+        api_key_env=("FIREWORKS_API_KEY",),
+    ),
+    "deepseek": register_openai_compatible(
+        "deepseek",
+        base_url="https://api.deepseek.com/v1",
+        api_key_env=("DEEPSEEK_API_KEY",),
+    ),
+    "mistral": register_openai_compatible(
+        "mistral",
+        base_url="https://api.mistral.ai/v1",
+        api_key_env=("MISTRAL_API_KEY",),
+        tool_choice="any",
+        stream_usage=False,
+    ),
+    "openrouter": register_openai_compatible(
+        "openrouter",
+        base_url="https://openrouter.ai/api/v1",
+        api_key_env=("OPENROUTER_API_KEY",),
+    ),
+}

@@ -290,7 +290,8 @@ def test_anthropic_message_stop_marks_the_end(wire: Path, name: str) -> None:
 
 
 def test_openai_usage_raw_is_kept(wire: Path) -> None:
-    decoder, _, _ = decode("x", (wire / "openai/chat_tools_c6aa7e39.sse").read_bytes())
+    name = "openai/chat_tools_c6aa7e39.sse"
+    decoder, _, _ = decode(name, (wire / name).read_bytes())
     assert decoder.usage is not None
     assert decoder.usage.raw["total_tokens"] == 100
     assert decoder.usage.raw["completion_tokens_details"] == {"reasoning_tokens": 0}

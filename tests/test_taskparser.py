@@ -560,6 +560,51 @@ def test_items_returned_when_brace_ends_the_fragment(scalar_items: bool) -> None
     assert parser.error is None
 
 
+# -- whole=True: the answer is one item ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a": 1, "b": [1, {"c": "}"}]}', "[1, 2]", '{"tasks": [1]}', '  {"x": "y"}\n'],
+)
+def test_whole_answer_is_one_item_returned_at_its_closing_bracket(text: str) -> None:
+    end = text.rstrip().rindex("}" if text.lstrip().startswith("{") else "]")
+    parser = TaskParser(whole=True)
+    seen: list[tuple[int, Any]] = []
+    for i, char in enumerate(text):
+        seen += [(i, item) for item in parser.feed(char)]
+    assert parser.close() == []
+    assert parser.error is None
+    assert parser.bare_array is False
+    assert parser.items_emitted == 1
+    assert seen == [(end, json.loads(text))]
+
+
+def test_whole_answer_after_prose_then_trailing_text() -> None:
+    assert_whole('Sure:\n{"x": 1}\nbye {', [{"x": 1}], whole=True)
+
+
+def test_whole_answer_truncated() -> None:
+    items, parser = parse(['{"a": 1, "b": [1, 2'], whole=True)
+    assert items == []
+    assert isinstance(parser.error, IncompleteOutputError)
+    assert "inside the item" in str(parser.error)
+    assert parser.error.items_delivered == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ijson joins keys with '.', so a top-level key 'tasks.item' (or a 'tasks' object "
+    "with an 'item' key) has the items' prefix and its value comes out as an item",
+)
+@pytest.mark.parametrize(
+    "text", ['{"tasks": [1], "tasks.item": {"x": 2}}', '{"tasks": {"item": {"x": 2}}}']
+)
+def test_top_level_key_named_tasks_dot_item(text: str) -> None:
+    items, _ = parse([text])
+    assert {"x": 2} not in items
+
+
 # -- size limits ---------------------------------------------------------------------------
 
 
@@ -727,7 +772,7 @@ def test_long_prose_fed_in_tiny_pieces_is_scanned_linearly(
 _special_chars = st.sampled_from(
     ['"', "\\", "{", "}", "[", "]", ",", ":", "\u2028", "\u2029", "\x00", "\n", "\t", "`", "é"]
 )
-_text = st.text(st.characters(exclude_categories=("Cs",)) | _special_chars, max_size=12)
+_text = st.text(st.characters(codec="utf-8") | _special_chars, max_size=12)
 _scalars = (
     st.none()
     | st.booleans()
@@ -740,7 +785,10 @@ _json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(_text, children, max_size=4),
     max_leaves=12,
 )
-_other_keys = st.dictionaries(_text.filter(lambda k: k != "tasks"), _json_values, max_size=3)
+# "tasks.item" is left out: see test_top_level_key_named_tasks_dot_item (a known limitation).
+_other_keys = st.dictionaries(
+    _text.filter(lambda k: k not in ("tasks", "tasks.item")), _json_values, max_size=3
+)
 
 
 @st.composite

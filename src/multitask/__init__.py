@@ -17,10 +17,12 @@ from ._exceptions import (
     MultitaskError,
     ProviderError,
     RefusalError,
+    RetryDivergedError,
     StreamDecodeError,
     StreamError,
 )
 from ._extraction import Extraction
+from ._many import Progress, Result, Results
 from ._multitask import MultiTask, MultiTaskModel
 from ._patch import patch
 from ._providers import (
@@ -32,6 +34,7 @@ from ._providers import (
     provider_names,
     register_provider,
 )
+from ._ratelimit import RateLimiter
 from ._schema import SchemaError
 from ._sse import ServerSentEvent, SSEDecoder
 from ._stream import ItemStream, StreamInfo
@@ -58,10 +61,15 @@ __all__ = [
     "MultitaskError",
     "OnInvalid",
     "Options",
+    "Progress",
     "Provider",
     "ProviderError",
+    "RateLimiter",
     "RefusalError",
     "RequestSpec",
+    "Result",
+    "Results",
+    "RetryDivergedError",
     "SSEDecoder",
     "SchemaError",
     "ServerSentEvent",

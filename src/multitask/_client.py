@@ -9,14 +9,16 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import AsyncGenerator, Hashable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Hashable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import anyio
 import httpx
+from pydantic_core import to_json
 
 from ._exceptions import (
     APIConnectionError,
@@ -24,12 +26,15 @@ from ._exceptions import (
     APITimeoutError,
     MultitaskError,
     ProviderError,
+    RetryDivergedError,
     StreamDecodeError,
     StreamError,
 )
+from ._many import Documents, Progress, Results, extract_many
 from ._multitask import MultiTask, MultiTaskModel
 from ._prompt import Message, build_messages, default_system
 from ._providers import Mode, Provider, RequestSpec, get_provider, split_model
+from ._ratelimit import RateLimiter
 from ._stream import ItemStream, StreamInfo
 from ._taskparser import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_ITEM_BYTES
 from ._validation import OnInvalid
@@ -94,6 +99,9 @@ class Client:
         provider: Provider | None = None,
         headers: Mapping[str, str] | None = None,
         max_connections: int = 1000,
+        max_concurrency: int = 100,
+        rpm: float | None = None,
+        tpm: float | None = None,
         **options: Any,
     ) -> None:
         model = model or os.environ.get("MULTITASK_MODEL")
@@ -111,6 +119,10 @@ class Client:
         self._own_http = http_client is None
         self._http = http_client
         self._max_connections = max_connections
+        #: How many documents `extract_many` works on at once, by default.
+        self.max_concurrency = max_concurrency
+        #: Shared by every request of this client: `rpm`/`tpm`, and a global pause on 429.
+        self.limiter = RateLimiter(rpm=rpm, tpm=tpm)
 
     def __repr__(self) -> str:
         return f"<multitask.Client model={self.model!r} provider={self.provider!r}>"
@@ -157,6 +169,11 @@ class Client:
         it deterministically. Raises (after the valid items) `IncompleteOutputError`,
         `RefusalError`, `ProviderError`, `APIConnectionError`, `ItemValidationError`, ...
         """
+        return self._stream(item_type, text, options)
+
+    def _stream(
+        self, item_type: Any, text: str | None, options: Mapping[str, Any], *, resume: bool = False
+    ) -> ItemStream[T]:
         opts = replace(self.options, **options) if options else self.options
         schema: type[MultiTaskModel[T]] = _multitask(cast(Hashable, item_type))
         mode = opts.mode or self.provider.default_mode
@@ -174,12 +191,46 @@ class Client:
         )
         request = self.provider.request(spec)  # fail fast on a bad mode or missing key
         info = StreamInfo()
-        return ItemStream(self._run(schema, spec, request, opts, info), info)
+        return ItemStream(self._run(schema, spec, request, opts, info, resume=resume), info)
 
     async def extract(self, item_type: type[T] | Any, text: str | None, **options: Any) -> list[T]:
         """Extract every item into a list (the stream, collected)."""
         stream: ItemStream[T] = self.extract_stream(item_type, text, **options)
         return await stream.collect()
+
+    def extract_many(
+        self,
+        item_type: type[T] | Any,
+        documents: Documents,
+        *,
+        max_concurrency: int | None = None,
+        buffer: int = 256,
+        on_progress: Callable[[Progress], None] | None = None,
+        **options: Any,
+    ) -> AbstractAsyncContextManager[Results[T]]:
+        """Extract from many documents at once; an async context manager of `Result`s.
+
+            async with client.extract_many(User, documents) as results:
+                async for r in results:
+                    ...   # r.index, and r.item, or r.done (with r.usage), or r.error
+
+        `documents` is any iterable or async iterable of texts, or of `(key, text)` pairs,
+        read lazily: only `max_concurrency` documents (default: the client's) are in
+        flight. Each item is a `Result` as it streams; each document ends with a `Result`
+        whose `done` is True, with its `usage`, or its `error` once retries are spent. A
+        document that fails mid-stream is retried and its items are delivered exactly once
+        (see `RetryDivergedError`). The results wait in a buffer of `buffer`; a slow reader
+        holds the workers back. Leaving the block early cancels the work in flight.
+        """
+        return extract_many(
+            self,
+            item_type,
+            documents,
+            max_concurrency=max_concurrency or self.max_concurrency,
+            buffer=buffer,
+            on_progress=on_progress,
+            options=options,
+        )
 
     async def _run(
         self,
@@ -188,15 +239,27 @@ class Client:
         request: Any,
         opts: Options,
         info: StreamInfo,
+        *,
+        resume: bool = False,
     ) -> AsyncGenerator[T, None]:
+        """The request loop: send, stream items out as they complete, retry what may be retried.
+
+        With `resume`, a stream that fails after delivering items is retried too, and the
+        retry's first items are checked against the ones delivered and skipped, so the caller
+        sees every item once (`RetryDivergedError` if the retry's answer differs).
+        """
         http = self._client()
         headers = {**request.headers, **self._headers}
         timeout = opts.timeout if opts.timeout is not None else DEFAULT_TIMEOUT
         deadline = anyio.current_time() + opts.deadline if opts.deadline is not None else math.inf
+        limiter = self.limiter
+        estimate = _estimate_tokens(request.json, spec.max_tokens)
+        replay: _Replay[T] = _Replay(resume)
         attempt = 0
         while True:
             attempt += 1
             info.attempts = attempt
+            replay.restart()
             extraction = schema.extraction(
                 self.provider.decoder(spec.mode),
                 on_invalid=opts.on_invalid,
@@ -205,10 +268,12 @@ class Client:
                 max_answer_bytes=opts.max_answer_bytes,
             )
             info.skipped = extraction.skipped
+            await limiter.acquire(estimate)
             try:
                 async with http.stream(
                     request.method, request.url, headers=headers, json=request.json, timeout=timeout
                 ) as response:
+                    limiter.observe(response.headers)
                     if response.status_code >= 400:
                         body = await _read_capped(response)
                         raise self.provider.error(response.status_code, response.headers, body)
@@ -216,32 +281,88 @@ class Client:
                     chunks = response.aiter_bytes()
                     while True:
                         try:
-                            with anyio.fail_after(deadline - anyio.current_time()):
+                            if deadline == math.inf:
                                 chunk = await chunks.__anext__()
+                            else:
+                                with anyio.fail_after(deadline - anyio.current_time()):
+                                    chunk = await chunks.__anext__()
                         except StopAsyncIteration:
                             break
                         items = extraction.feed_bytes(chunk)
                         if items:
                             info.usage = extraction.usage
-                            for item in items:
+                            for item in replay.fresh(items):
                                 info.items += 1
                                 yield item
                 items = extraction.close()
                 info.usage = extraction.usage
                 info.finish_reason = extraction.finish_reason
-                for item in items:
+                for item in replay.fresh(items):
                     info.items += 1
                     yield item
                 extraction.raise_for_outcome()
+                replay.check_complete()
                 return
             except (httpx.TransportError, TimeoutError, ProviderError) as exc:
                 info.usage = extraction.usage
                 info.finish_reason = extraction.finish_reason
                 error = _translate(exc, info.items)
-                delay = _retry_delay(error, attempt, opts.max_retries, info.items)
+                retry_items = 0 if resume else info.items
+                delay = _retry_delay(error, attempt, opts.max_retries, retry_items)
+                if isinstance(error, APIStatusError) and error.status_code == 429:
+                    limiter.backoff(delay if delay is not None else _backoff(attempt))
                 if delay is None or anyio.current_time() + delay >= deadline:
                     raise error from exc
+            finally:
+                usage = extraction.usage
+                limiter.settle(estimate, usage.total_tokens if usage else estimate)
             await anyio.sleep(delay)
+
+
+class _Replay(Generic[T]):
+    """The items a document already handed out, so that a retry skips them, not repeats them."""
+
+    __slots__ = ("enabled", "items", "position")
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.items: list[T] = []
+        self.position = 0
+
+    def restart(self) -> None:
+        self.position = 0
+
+    def fresh(self, items: list[T]) -> list[T]:
+        """The items not handed out before; raises if a retry's answer contradicts them."""
+        if not self.enabled:
+            return items
+        out: list[T] = []
+        for item in items:
+            if self.position < len(self.items):
+                if item != self.items[self.position]:
+                    raise RetryDivergedError(
+                        f"the retry's item {self.position} differs from the one already "
+                        f"delivered; {len(self.items)} item(s) were delivered before the retry",
+                        items_delivered=len(self.items),
+                    )
+            else:
+                self.items.append(item)
+                out.append(item)
+            self.position += 1
+        return out
+
+    def check_complete(self) -> None:
+        if self.enabled and self.position < len(self.items):
+            raise RetryDivergedError(
+                f"the retry's answer has {self.position} item(s), fewer than the "
+                f"{len(self.items)} already delivered",
+                items_delivered=len(self.items),
+            )
+
+
+def _estimate_tokens(body: Mapping[str, Any], max_tokens: int | None) -> float:
+    """A request's likely cost in tokens: about 4 bytes of prompt a token, plus the output cap."""
+    return len(to_json(body)) / 4 + (max_tokens or 1024)
 
 
 def _translate(exc: BaseException, delivered: int) -> MultitaskError:
@@ -284,6 +405,11 @@ def _retry_delay(
         return None
     if retry_after is not None and retry_after <= 60:
         return float(retry_after)
+    return _backoff(attempt)
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff from half a second, capped at 8 s, with jitter."""
     backoff: float = min(8.0, 0.5 * 2.0 ** (attempt - 1))
     return backoff * (0.5 + random.random() / 2)
 

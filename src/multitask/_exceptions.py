@@ -17,6 +17,7 @@ __all__ = [
     "MultitaskError",
     "ProviderError",
     "RefusalError",
+    "RetryDivergedError",
     "StreamDecodeError",
     "StreamError",
 ]
@@ -38,6 +39,18 @@ class IncompleteOutputError(MultitaskError):
     def __init__(self, message: str, *, finish_reason: str | None = None, items_delivered: int = 0):
         super().__init__(message)
         self.finish_reason = finish_reason
+        self.items_delivered = items_delivered
+
+
+class RetryDivergedError(MultitaskError):
+    """A retried answer contradicted items already delivered from the failed attempt.
+
+    Delivered items are never taken back, so the document stops here; `items_delivered`
+    says how many of its items the caller has.
+    """
+
+    def __init__(self, message: str, *, items_delivered: int = 0):
+        super().__init__(message)
         self.items_delivered = items_delivered
 
 

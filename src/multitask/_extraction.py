@@ -153,6 +153,9 @@ class Extraction(Generic[T]):
                 elif parsed is not None:
                     truncated = isinstance(parsed, IncompleteOutputError)
                     error = outcome if truncated and outcome is not None else parsed
+            if isinstance(error, IncompleteOutputError):
+                # The parser counts the answer's items, skipped invalid ones included.
+                error.items_delivered = self.delivered + len(out)
             if error is not None:
                 raise error
         except MultitaskError as exc:

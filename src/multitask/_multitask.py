@@ -378,6 +378,13 @@ def _anthropic_answer(response: Mapping[str, Any], decoder: StreamDecoder) -> st
     text = []
     for block in response["content"]:
         if block.get("type") == "tool_use":
+            # A cut-off tool input comes back parsed as far as it went (often `{}`), so its
+            # JSON looks whole: the stop reason is the only sign it was cut off.
+            cut_off = (
+                decoder.outcome_error(0) if decoder.finish_reason in decoder.TRUNCATED else None
+            )
+            if cut_off is not None:
+                raise cut_off
             return to_json(block.get("input") or {}).decode()
         if block.get("type") == "text":
             text.append(block.get("text") or "")

@@ -1,0 +1,213 @@
+"""Fan-out: extraction over many documents on one event loop, with results as they stream.
+
+Structure: `extract_many` is an async context manager that owns a task group. Inside it a
+feeder reads the documents lazily and starts one worker per document, never more than
+`max_concurrency` at once; workers push `Result`s into a bounded memory channel, which is
+what the caller iterates. Leaving the block cancels the task group, so nothing outlives it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+from anyio.abc import ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from ._exceptions import MultitaskError
+from ._providers import Usage
+from ._stream import ItemStream
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+__all__ = ["Documents", "Progress", "Result", "Results", "extract_many"]
+
+T = TypeVar("T")
+
+#: What `extract_many` reads: texts, or `(key, text)` pairs, from a plain or async iterable.
+Documents = (
+    Iterable[str] | Iterable[tuple[Any, str]] | AsyncIterable[str] | AsyncIterable[tuple[Any, str]]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Result(Generic[T]):
+    """One event of a fan-out: an item, or the end of a document (finished or failed).
+
+    `index` is the document's position in the input, or the key given with it. An item event
+    has `item` (and `position`, the item's place in its document); the document's last event
+    has `done=True` and either `usage` (finished) or `error` (failed for good).
+    """
+
+    index: Any
+    item: T | None = None
+    position: int | None = None
+    done: bool = False
+    error: MultitaskError | None = None
+    usage: Usage | None = None
+    items: int = 0  # on the last event: how many items the document delivered
+
+    @property
+    def ok(self) -> bool:
+        """False only for a document that failed."""
+        return self.error is None
+
+
+@dataclass
+class Progress:
+    """Running totals of a fan-out, for a progress display."""
+
+    documents_done: int = 0
+    documents_failed: int = 0
+    in_flight: int = 0
+    items: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    requests: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def documents_ended(self) -> int:
+        return self.documents_done + self.documents_failed
+
+    @property
+    def requests_per_minute(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.requests * 60.0 / elapsed if elapsed > 0 else 0.0
+
+
+class Results(Generic[T]):
+    """The async iterator `extract_many` gives: `Result`s in the order they happen."""
+
+    def __init__(self, receive: MemoryObjectReceiveStream[Result[T]], progress: Progress) -> None:
+        self._receive = receive
+        #: Totals so far; updated as documents start and end.
+        self.progress = progress
+
+    def __aiter__(self) -> AsyncIterator[Result[T]]:
+        return self._receive.__aiter__()
+
+
+@asynccontextmanager
+async def extract_many(
+    client: Client,
+    item_type: Any,
+    documents: Documents,
+    *,
+    max_concurrency: int,
+    buffer: int,
+    on_progress: Callable[[Progress], None] | None,
+    options: Mapping[str, Any],
+) -> AsyncIterator[Results[Any]]:
+    """See `Client.extract_many`."""
+    if max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
+    send, receive = anyio.create_memory_object_stream[Result[Any]](buffer)
+    progress = Progress()
+    fanout = _Fanout(client, item_type, options, send, progress, on_progress)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(fanout.feed, documents, max_concurrency)
+        try:
+            with receive:
+                yield Results(receive, progress)
+        finally:
+            tg.cancel_scope.cancel()
+
+
+class _Fanout:
+    """The feeder and the workers of one `extract_many`."""
+
+    def __init__(
+        self,
+        client: Client,
+        item_type: Any,
+        options: Mapping[str, Any],
+        send: ObjectSendStream[Result[Any]],
+        progress: Progress,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> None:
+        self.client = client
+        self.item_type = item_type
+        self.options = options
+        self.send = send
+        self.progress = progress
+        self.on_progress = on_progress
+
+    async def feed(self, documents: Documents, max_concurrency: int) -> None:
+        slots = anyio.Semaphore(max_concurrency)
+        async with self.send, anyio.create_task_group() as workers:
+            async for index, text in _each(documents):
+                await slots.acquire()
+                workers.start_soon(self.work, index, text, slots)
+
+    async def work(self, index: Any, text: str, slots: anyio.Semaphore) -> None:
+        progress = self.progress
+        progress.in_flight += 1
+        self._report()
+        delivered = 0
+        try:
+            stream: ItemStream[Any] = self.client._stream(
+                self.item_type, text, self.options, resume=True
+            )
+            try:
+                async with stream:
+                    async for item in stream:
+                        progress.items += 1
+                        await self.send.send(Result(index, item=item, position=delivered))
+                        delivered += 1
+            finally:
+                progress.requests += stream.info.attempts
+                usage = stream.info.usage
+                if usage is not None:
+                    progress.input_tokens += usage.input_tokens
+                    progress.output_tokens += usage.output_tokens
+            last: Result[Any] = Result(index, done=True, usage=usage, items=delivered)
+            progress.documents_done += 1
+        except MultitaskError as exc:
+            last = Result(index, done=True, error=exc, items=delivered)
+            progress.documents_failed += 1
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return  # the reader has gone; the task group is being cancelled
+        except Exception as exc:  # a bug or a bad option: fail this document, not the batch
+            error = MultitaskError(f"unexpected {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            last = Result(index, done=True, error=error, items=delivered)
+            progress.documents_failed += 1
+        finally:
+            progress.in_flight -= 1
+            slots.release()
+        self._report()
+        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await self.send.send(last)
+
+    def _report(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
+
+
+async def _each(documents: Documents) -> AsyncIterator[tuple[Any, str]]:
+    """(key, text) for each document: its position, unless it came as a (key, text) pair."""
+    position = 0
+    if isinstance(documents, AsyncIterable):
+        async for document in documents:
+            yield _keyed(position, document)
+            position += 1
+    else:
+        for document in documents:
+            yield _keyed(position, document)
+            position += 1
+
+
+def _keyed(position: int, document: Any) -> tuple[Any, str]:
+    if isinstance(document, str):
+        return position, document
+    if isinstance(document, tuple) and len(document) == 2 and isinstance(document[1], str):
+        return document[0], document[1]
+    raise TypeError(
+        f"document {position} is a {type(document).__name__}: expected a text or a (key, text) pair"
+    )

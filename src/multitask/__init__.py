@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._api import extract, extract_stream, extract_stream_sync, extract_sync
+from ._api import extract, extract_many_sync, extract_stream, extract_stream_sync, extract_sync
 from ._client import Client, Options
 from ._exceptions import (
     APIConnectionError,
@@ -80,6 +80,7 @@ __all__ = [
     "TaskParser",
     "Usage",
     "extract",
+    "extract_many_sync",
     "extract_stream",
     "extract_stream_sync",
     "extract_sync",

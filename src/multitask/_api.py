@@ -8,9 +8,10 @@ from typing import Any, TypeVar
 import anyio.from_thread
 
 from ._client import Client
+from ._many import Documents, Result
 from ._stream import ItemStream
 
-__all__ = ["extract", "extract_stream", "extract_stream_sync", "extract_sync"]
+__all__ = ["extract", "extract_many_sync", "extract_stream", "extract_stream_sync", "extract_sync"]
 
 T = TypeVar("T")
 
@@ -115,3 +116,44 @@ def extract_sync(
             **options,
         )
     )
+
+
+def extract_many_sync(
+    item_type: type[T] | Any,
+    documents: Documents,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    backend: str = "asyncio",
+    max_concurrency: int | None = None,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    **options: Any,
+) -> Iterator[Result[T]]:
+    """`Client.extract_many` for synchronous code: yields each `Result` as it happens.
+
+    The documents are read in the event loop's worker thread, lazily. Leaving the loop early
+    cancels the work in flight.
+    """
+    client = Client(
+        model,
+        base_url=base_url,
+        api_key=api_key,
+        rpm=rpm,
+        tpm=tpm,
+        max_concurrency=max_concurrency or 100,
+    )
+    with (
+        anyio.from_thread.start_blocking_portal(backend) as portal,
+        portal.wrap_async_context_manager(client),
+        portal.wrap_async_context_manager(
+            client.extract_many(item_type, documents, **options)
+        ) as results,
+    ):
+        iterator = portal.call(results.__aiter__)
+        while True:
+            try:
+                yield portal.call(iterator.__anext__)
+            except StopAsyncIteration:
+                return

@@ -151,8 +151,9 @@ class Extraction(Generic[T]):
                 if isinstance(outcome, RefusalError):
                     error = outcome
                 elif parsed is not None:
-                    truncated = isinstance(parsed, IncompleteOutputError)
-                    error = outcome if truncated and outcome is not None else parsed
+                    # A cut-off or filtered finish explains a broken answer better than the
+                    # parse error it caused (even one with no JSON yet).
+                    error = outcome if outcome is not None else parsed
             if isinstance(error, IncompleteOutputError):
                 # The parser counts the answer's items, skipped invalid ones included.
                 error.items_delivered = self.delivered + len(out)

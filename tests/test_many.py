@@ -231,6 +231,39 @@ async def test_rpm_and_tpm_limits_hold() -> None:
     assert elapsed >= 1.8  # 30 requests at 10/s, less the first second's burst
 
 
+async def test_tpm_limit_holds_over_http() -> None:
+    """With a token budget that binds before the request budget, tokens/s stay under it."""
+    from multitask.testing._wire import _prompt_tokens
+
+    spent: list[tuple[float, int]] = []
+
+    def script(request: RecordedRequest) -> Script:
+        items = items_for("doc0")
+        chunks = -(-len(json.dumps({"tasks": items})) // 4)
+        spent.append((anyio.current_time(), _prompt_tokens(request.body) + chunks))
+        return Script(items=items)
+
+    tpm = 30_000  # 500 tokens a second; a request costs ~330 (estimate ~330 + 100 output cap)
+    async with ScriptedModelServer(script) as server:
+        async with multitask.Client(
+            "openai:m", base_url=server.openai_base_url, api_key="k", rpm=6000, tpm=tpm
+        ) as client:
+            async with client.extract_many(
+                User, [f"doc{i}" for i in range(12)], max_concurrency=12, max_tokens=100
+            ) as results:
+                async for _ in results:
+                    pass
+    per_second = tpm / 60
+    largest = max(cost for _, cost in spent)
+    for width in (0.5, 1.0, 2.0):
+        worst = max(
+            sum(cost for t, cost in spent if start <= t <= start + width) for start, _ in spent
+        )
+        # The bucket holds one second's budget; one request may start on the boundary.
+        assert worst <= per_second * (width + 1) + largest, (width, worst)
+    assert spent[-1][0] - spent[0][0] >= (sum(c for _, c in spent) - per_second) / per_second * 0.7
+
+
 async def test_token_budget_is_reserved_and_settled() -> None:
     limiter = multitask.RateLimiter(tpm=60_000)  # 1,000 tokens a second, burst of 1,000
     start = anyio.current_time()

@@ -1,4 +1,5 @@
-"""The `multitask` command line: `multitask demo` streams an extraction and times each item."""
+"""The `multitask` command line: `demo` streams one extraction and times each item; `extract`
+runs many documents (see `_extract_cli`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import anyio
 from pydantic import BaseModel, Field
 
 from ._client import Client
+from ._extract_cli import add_extract_command, run_extract
 from ._stream import ItemStream
 
 __all__ = ["main"]
@@ -56,9 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="pace of the offline scripted model (default: %(default)s)",
     )
     demo.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    add_extract_command(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
         return anyio.run(_demo, args, backend=args.backend)
+    if args.command == "extract":
+        return run_extract(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

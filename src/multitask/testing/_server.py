@@ -37,11 +37,6 @@ __all__ = ["RecordedRequest", "ScriptSource", "ScriptedModelServer"]
 
 _Self = TypeVar("_Self", bound="ScriptedModelServer")
 
-_ROUTES: dict[str, _wire.Provider] = {
-    "/v1/chat/completions": "openai",
-    "/chat/completions": "openai",
-    "/v1/messages": "anthropic",
-}
 _LINGER_SECONDS = 2.0
 _After = Literal["keep", "linger", "close"]
 """What a connection does after a response: serve another request, half-close and wait for
@@ -55,7 +50,9 @@ class RecordedRequest:
     """One request the server received, and what became of its response.
 
     `body` is the parsed JSON (None if absent or not JSON); `provider` is None for a request
-    that matched no route. `completed` turns True once the whole response was sent;
+    that matched no route; `model` is the model (or Azure deployment) the URL names, if any.
+    `chunks_sent` counts the stream's chunks (events, comment lines, NDJSON lines) handed to
+    the socket so far. `completed` turns True once the whole response was sent;
     `client_disconnected` is set if the client went away before that.
     """
 
@@ -70,11 +67,13 @@ class RecordedRequest:
     script: Script | None = None
     completed: bool = False
     client_disconnected: anyio.Event = field(default_factory=anyio.Event)
+    model: str | None = None
+    chunks_sent: int = 0
 
     @property
     def stream(self) -> bool:
-        """Whether the request asked for a streamed answer."""
-        return isinstance(self.body, dict) and self.body.get("stream") is True
+        """Whether the request asked for a streamed answer (as its provider reads requests)."""
+        return self.provider is not None and _wire.wants_stream(self.provider, self.path, self.body)
 
     @property
     def disconnected(self) -> bool:
@@ -90,12 +89,15 @@ of the request."""
 
 
 class ScriptedModelServer:
-    """A local model server that answers like OpenAI and Anthropic, from scripts.
+    """A local model server that answers like the providers multitask speaks, from scripts.
 
     Use it as an async context manager: entering starts a listener on `host:port` (port 0
     picks a free one) in a task group the server owns; leaving stops it and closes every
-    connection, so no task outlives the block. Point an OpenAI client at `url + "/v1"` and an
-    Anthropic client at `url`.
+    connection, so no task outlives the block. Point OpenAI (chat completions, Responses) and
+    OpenAI-compatible clients at `url + "/v1"`; Anthropic, Gemini, Ollama and Azure clients
+    at `url`. Routes: `/v1/chat/completions`, `/v1/messages`, `/v1/responses`,
+    `/v1beta/models/{model}:streamGenerateContent` (and `:generateContent`), `/api/chat`,
+    `/openai/deployments/{deployment}/chat/completions?api-version=...`.
     """
 
     def __init__(
@@ -137,7 +139,8 @@ class ScriptedModelServer:
 
     @property
     def url(self) -> str:
-        """`http://HOST:PORT`: the Anthropic base_url; add `/v1` for OpenAI's."""
+        """`http://HOST:PORT`: the base_url for Anthropic, Gemini, Ollama, Azure; add `/v1` for
+        OpenAI's."""
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"http://{host}:{self.port}"
 
@@ -276,11 +279,15 @@ class ScriptedModelServer:
         connection: int,
     ) -> _After:
         """Answer one request; return what the connection does next."""
-        provider = _ROUTES.get(request.path) if request.method == "POST" else None
+        where = _wire.route(request.path) if request.method == "POST" else None
+        provider = where.provider if where is not None else None
         try:
             body: Any = json.loads(request.body) if request.body else None
         except ValueError:
             body = None
+        model = where.model if where is not None else None
+        if model is None and isinstance(body, dict) and isinstance(body.get("model"), str):
+            model = body["model"]
         record = RecordedRequest(
             method=request.method,
             path=request.path,
@@ -290,6 +297,7 @@ class ScriptedModelServer:
             provider=provider,
             raw_body=request.body,
             connection=connection,
+            model=model,
         )
         self.requests.append(record)
         link = _Link(stream, record, provider or "openai", self._ids, keep_alive=request.keep_alive)
@@ -298,6 +306,10 @@ class ScriptedModelServer:
             message = f"Invalid URL ({request.method} {request.path})"
             error = _wire.default_error("openai", 404, message=message)
             error["error"]["code"] = None  # OpenAI's answer to an unknown URL has no code
+            return await self._guard(link, parser, record, link.send_json(404, error))
+        if provider == "azure" and "api-version" not in record.query and where and where.model:
+            # Azure answers a deployment URL without `api-version` as an unknown resource.
+            error = {"error": {"code": "404", "message": "Resource not found"}}
             return await self._guard(link, parser, record, link.send_json(404, error))
         if not isinstance(body, dict):
             error = _wire.default_error(
@@ -324,7 +336,11 @@ class ScriptedModelServer:
         action: Awaitable[_wire.Ending]
         if script.status != 200:
             error = script.error_body or _wire.default_error(
-                provider, script.status, request_id=link.anthropic_request_id
+                provider,
+                script.status,
+                request_id=link.anthropic_request_id,
+                retry_after=script.retry_after,
+                model=record.model,
             )
             action = link.send_json(script.status, error, script)
         elif record.stream:
@@ -349,11 +365,15 @@ class ScriptedModelServer:
         return source[min(index, len(source) - 1)]
 
     async def _send_stream(self, link: _Link, body: dict[str, Any], script: Script) -> _wire.Ending:
-        plan = _wire.stream_plan(link.provider, body, script, ids=self._ids)
+        plan = _wire.stream_plan(
+            link.provider, body, script, ids=self._ids, model=link.record.model
+        )
         await link.send(response_head(200, link.headers("stream", script)))
         for chunk in plan.chunks:
             if chunk.delay:
                 await link.sleep(chunk.delay)
+            # Counted before the send: a client that read the chunk must find it counted.
+            link.record.chunks_sent += 1
             await link.send(encode_chunk(chunk.data))
         if plan.ending == "end":
             await link.send(LAST_CHUNK, last=True)
@@ -376,7 +396,9 @@ class ScriptedModelServer:
                 link.provider, status, request_id=link.anthropic_request_id
             )
             return await link.send_json(status, error, script)
-        answer = _wire.completion_body(link.provider, body, script, ids=self._ids)
+        answer = _wire.completion_body(
+            link.provider, body, script, ids=self._ids, model=link.record.model
+        )
         return await link.send_json(200, answer, script)
 
     async def _guard(

@@ -185,7 +185,7 @@ def anthropic_message(body: dict[str, Any], script: Script, ids: Ids) -> dict[st
     if script.refusal is not None:
         content.append({"type": "text", "text": ""})
     elif mode in ("tool_use", "calls"):
-        for text, was_opened in zip(sent, opened):
+        for text, was_opened in zip(sent, opened, strict=True):
             if not was_opened:
                 continue
             try:

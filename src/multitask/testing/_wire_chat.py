@@ -290,7 +290,7 @@ def chat_completion(
     elif mode in ("tools", "calls"):
         message["tool_calls"] = [
             {"id": ids.call(), "type": "function", "function": {"name": name, "arguments": text}}
-            for text, was_opened in zip(sent, opened)
+            for text, was_opened in zip(sent, opened, strict=True)
             if was_opened
         ]
     elif mode == "functions":

@@ -44,8 +44,11 @@ _STATUSES = {
         "RESOURCE_EXHAUSTED",
         "You exceeded your current quota, please check your plan and billing details.",
     ),
-    500: ("INTERNAL", "An internal error has occurred. Please retry or report in "
-          "https://developers.generativeai.google/guide/troubleshooting"),
+    500: (
+        "INTERNAL",
+        "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting",
+    ),
     503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
     504: ("DEADLINE_EXCEEDED", "The request timed out. Please try again."),
 }
@@ -115,7 +118,9 @@ def _ratings(reason: str) -> list[dict[str, Any]]:
     return [
         {
             "category": category,
-            "probability": "MEDIUM" if blocked and category.endswith("HARASSMENT") else "NEGLIGIBLE",
+            "probability": "MEDIUM"
+            if blocked and category.endswith("HARASSMENT")
+            else "NEGLIGIBLE",
             **({"blocked": True} if blocked and category.endswith("HARASSMENT") else {}),
         }
         for category in (

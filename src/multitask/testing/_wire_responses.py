@@ -157,11 +157,7 @@ def responses_stream(body: dict[str, Any], script: Script, ids: Ids, created: in
     if refusal:
         mode = "text"
     texts = (
-        [script.refusal or ""]
-        if refusal
-        else script.calls
-        if mode == "calls"
-        else [script.answer]
+        [script.refusal or ""] if refusal else script.calls if mode == "calls" else [script.answer]
     )
     steps, cut = call_steps(texts, script, width=script.interleave if mode == "calls" else 1)
     sent, opened, done = sent_per_call(steps, len(texts))

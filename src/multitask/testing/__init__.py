@@ -1,9 +1,13 @@
 """A scripted model server for testing offline: real HTTP, the providers' real stream formats.
 
 `ScriptedModelServer` listens on 127.0.0.1 and answers OpenAI chat-completions
-(`/v1/chat/completions`) and Anthropic messages (`/v1/messages`) requests, streamed or not,
-with the answer a `Script` describes: `{"tasks": items}` delivered delta by delta, paced,
-truncated, dropped, stalled, or failed on cue. It needs nothing beyond anyio::
+(`/v1/chat/completions`, also for OpenAI-compatible servers, with their `quirks`), OpenAI
+Responses (`/v1/responses`), Anthropic messages (`/v1/messages`), Gemini
+(`/v1beta/models/{model}:streamGenerateContent`), Ollama (`/api/chat`, NDJSON) and Azure OpenAI
+(`/openai/deployments/{deployment}/chat/completions`) requests, streamed or not, with the
+answer a `Script` describes: `{"tasks": items}` (or one tool call per item) delivered delta by
+delta, paced, truncated, dropped, stalled, filtered, refused or failed on cue. It needs nothing
+beyond anyio::
 
     async with ScriptedModelServer(Script(items=[{"name": "Ada"}])) as server:
         client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test")
@@ -15,7 +19,14 @@ Run `python -m multitask.testing --port 8000` to serve from the command line.
 
 from __future__ import annotations
 
-from multitask.testing._script import SAMPLE_ITEMS, Script
+from multitask.testing._script import QUIRKS, SAMPLE_ITEMS, Script
 from multitask.testing._server import RecordedRequest, ScriptedModelServer, ScriptSource
 
-__all__ = ["SAMPLE_ITEMS", "RecordedRequest", "Script", "ScriptSource", "ScriptedModelServer"]
+__all__ = [
+    "QUIRKS",
+    "SAMPLE_ITEMS",
+    "RecordedRequest",
+    "Script",
+    "ScriptSource",
+    "ScriptedModelServer",
+]

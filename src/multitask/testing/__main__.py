@@ -34,7 +34,7 @@ def _load_items(path: str | None) -> list[Any]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m multitask.testing",
-        description="Serve scripted OpenAI/Anthropic answers {'tasks': items} until Ctrl-C.",
+        description="Serve scripted model answers {'tasks': items} until Ctrl-C.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port, 0 for any free (8000)")
@@ -63,6 +63,8 @@ async def _serve(args: argparse.Namespace, items: list[Any]) -> None:
         print(f"multitask scripted model server on {server.url}", flush=True)
         print(f"  OpenAI    base_url={server.url}/v1", flush=True)
         print(f"  Anthropic base_url={server.url}", flush=True)
+        print(f"  (openai-responses and compatible presets: {server.url}/v1;", flush=True)
+        print(f"   gemini, ollama, azure: {server.url})", flush=True)
         print(f"  answering {len(items)} items; Ctrl-C to stop", flush=True)
         await _until_stopped()
 

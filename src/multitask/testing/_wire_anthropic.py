@@ -147,10 +147,10 @@ def anthropic_stream(body: dict[str, Any], script: Script, ids: Ids) -> StreamPl
         else:
             plan.add(delta(step.call, step.piece), script.delay)
         if step.done:
+            plan.completed(step.call)
             # A cut-off block gets no content_block_stop (see the incomplete_partial_json capture).
             stop = {"type": "content_block_stop", "index": step.call}
             plan.add(_sse("content_block_stop", stop))
-            plan.completed(step.call)
     if cut is Cut.ERROR:
         # The docs show error events spaced like `ping`, not compact like the others.
         error = json.dumps(anthropic_error_payload(script))

@@ -180,11 +180,9 @@ def name_of(obj: Any, *path: str) -> str | None:
 
 
 def is_item_tool(parameters: Any) -> bool:
-    """Whether a tool's parameters describe one item rather than `{"tasks": [...]}`."""
-    if not isinstance(parameters, dict):
-        return False
-    properties = parameters.get("properties")
-    return not (isinstance(properties, dict) and "tasks" in properties)
+    """Whether a tool's parameters describe one item: properties, none of them `tasks`."""
+    properties = parameters.get("properties") if isinstance(parameters, dict) else None
+    return isinstance(properties, dict) and bool(properties) and "tasks" not in properties
 
 
 def model_of(provider: Provider, body: dict[str, Any]) -> str:

@@ -128,7 +128,6 @@ def chat_stream(
     width = script.interleave if channel == "calls" else 1
     steps, cut = call_steps(texts, script, width=width)
     sent, _, done = sent_per_call(steps, len(texts))
-    call_ids = [ids.call() for _ in texts]
     envelope: dict[str, Any] = {
         "id": ids.completion(),
         "object": "chat.completion.chunk",
@@ -136,6 +135,7 @@ def chat_stream(
         "model": model_of(provider, {} if azure else body),
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
+    call_ids = [ids.call() for _ in texts]
     keep_alive = b": keep-alive\n\n" if "keep_alive" in quirks else b""
     plan = PlanBuilder()
 

@@ -199,8 +199,10 @@ def gemini_stream(
             for index in range(len(parts)):
                 plan.completed(index)
         elif final:
-            candidate = {"content": {"role": "model"}, "finishReason": _finish(script, cut)}
-            candidate["index"] = 0
+            reason = _finish(script, cut)
+            candidate = {"content": {"role": "model"}, "finishReason": reason, "index": 0}
+            if reason in FILTER_REASONS:
+                candidate["safetyRatings"] = _ratings(reason)
             plan.add(chunk(candidate, _usage(input_tokens, output_tokens)))
         if cut is Cut.ERROR:
             plan.add(f"data: {dumps(_error(script))}\r\n\r\n".encode())

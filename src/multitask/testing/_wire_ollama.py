@@ -39,12 +39,12 @@ def go_json(obj: Any) -> str:
     return text
 
 
-def timestamp(seconds: float) -> str:
+def timestamp(seconds: float, offset_ns: int = 0) -> str:
     """An RFC 3339 time with nanoseconds, trailing zeros trimmed, as Go formats `created_at`."""
-    whole = int(seconds)
-    nanos = round((seconds - whole) * 1e9)
-    fraction = f".{nanos:09d}".rstrip("0").rstrip(".")
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + fraction + "Z"
+    nanos = round(seconds * 1_000_000) * 1000 + offset_ns
+    whole, fraction = divmod(nanos, 1_000_000_000)
+    digits = f".{fraction:09d}".rstrip("0").rstrip(".")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + digits + "Z"
 
 
 def ollama_error(status: int, message: str | None = None, model: str = "") -> dict[str, Any]:
@@ -83,7 +83,7 @@ def ollama_stream(body: dict[str, Any], script: Script, now: float) -> StreamPla
     for number, step in enumerate(pieces):
         line = {
             "model": model,
-            "created_at": timestamp(now + 0.021 * number),
+            "created_at": timestamp(now, 21_000_000 * number),
             "message": {"role": "assistant", "content": step.piece},
             "done": False,
         }
@@ -94,7 +94,7 @@ def ollama_stream(body: dict[str, Any], script: Script, now: float) -> StreamPla
         error = script.error_body if script.error_body is not None else {"error": _MID_STREAM}
         plan.add((go_json(error) + "\n").encode())
     elif cut in (Cut.COMPLETE, Cut.TRUNCATE):
-        created = timestamp(now + 0.021 * len(pieces))
+        created = timestamp(now, 21_000_000 * len(pieces))
         final = _final(body, script, cut, created, "", len(pieces))
         plan.add((go_json(final) + "\n").encode())
     return plan.build(cut, sent_text(steps))

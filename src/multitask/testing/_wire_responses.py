@@ -201,6 +201,7 @@ def responses_stream(body: dict[str, Any], script: Script, ids: Ids, created: in
             )
         if not step.done:
             continue
+        plan.completed(index)
         text = sent[index]
         if mode == "text":
             field = "refusal" if refusal else "text"
@@ -216,7 +217,6 @@ def responses_stream(body: dict[str, Any], script: Script, ids: Ids, created: in
             "response.output_item.done",
             {"output_index": index, "item": items.item(index, text, "completed")},
         )
-        plan.completed(index)
 
     deltas = sum(1 for step in steps if step.piece is not None)
     if cut is Cut.ERROR:

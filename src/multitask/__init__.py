@@ -32,6 +32,7 @@ from ._providers import (
     StreamDecoder,
     Usage,
     provider_names,
+    register_openai_compatible,
     register_provider,
 )
 from ._ratelimit import RateLimiter
@@ -86,5 +87,6 @@ __all__ = [
     "extract_sync",
     "patch",
     "provider_names",
+    "register_openai_compatible",
     "register_provider",
 ]

@@ -47,8 +47,18 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+# Mid-stream error types worth a retry, as Anthropic, OpenAI and Gemini spell them.
 _RETRY_ERROR_TYPES = frozenset(
-    {"overloaded_error", "api_error", "rate_limit_error", "server_error", "rate_limit_exceeded"}
+    {
+        "overloaded_error",
+        "api_error",
+        "rate_limit_error",
+        "server_error",
+        "rate_limit_exceeded",
+        "RESOURCE_EXHAUSTED",
+        "UNAVAILABLE",
+        "INTERNAL",
+    }
 )
 _MAX_ERROR_BODY = 64 * 1024
 

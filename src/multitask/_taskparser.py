@@ -111,7 +111,8 @@ class TaskParser:
 
     @property
     def done(self) -> bool:
-        """True once the top-level JSON value has closed; later text is ignored."""
+        """True once the parser takes no more text: after `close()`, an error, or text found
+        after the closed JSON value (which is ignored)."""
         return self._state == _DONE
 
     def feed(self, text: str) -> list[Any]:

@@ -1,6 +1,8 @@
 """The in-memory readers compared by workload 1 (and 3): each takes a stream's SSE events.
 
-- `run_multitask`: `MultiTask(T).extraction(decoder).feed_bytes(event)` per event.
+- `run_multitask`: `MultiTask(T).extraction(decoder).feed_bytes(event)` per event; and
+  `run_multitask_parsed`, `feed_payload(dict)` per already-parsed event, to compare like for
+  like with instructor reading already-built SDK objects.
 - `run_limit`: what no streaming reader can beat, one C JSON parse of each event plus one
   `validate_json` of the whole answer (it delivers nothing until the end).
 - `run_reparse`: the partial-parsing approach of the OpenAI SDK's `parsed_arguments` and of
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
@@ -60,6 +62,28 @@ def run_multitask(provider: Provider, model: type[BaseModel], events: Iterable[b
     return n
 
 
+def parsed_events(provider: Provider, events: list[bytes]) -> list[Any]:
+    """Each event's JSON, parsed (what an SDK hands over): for the like-for-like parser figure."""
+    out = []
+    for event in events:
+        data = _data(provider, event)
+        if data is not None:
+            out.append(from_json(data))
+    return out
+
+
+def run_multitask_parsed(provider: Provider, model: type[BaseModel], payloads: list[Any]) -> int:
+    """Feed parsed events with `Extraction.feed_payload`: multitask's share past the framing."""
+    extraction = MultiTask(model).extraction(_decoder(provider))
+    feed = extraction.feed_payload
+    n = 0
+    for payload in payloads:
+        n += len(feed(payload))
+    n += len(extraction.close())
+    extraction.raise_for_outcome()
+    return n
+
+
 def items_through(provider: Provider, model: type[BaseModel], events: list[bytes], k: int) -> int:
     """How many leading events it takes to complete `k` items (to time a slow peer on a prefix)."""
     extraction = MultiTask(model).extraction(_decoder(provider))
@@ -94,12 +118,12 @@ def _fragment(provider: Provider, obj: Any) -> str:
     return ""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _answer_adapter(model: type[BaseModel]) -> TypeAdapter[Any]:
     return TypeAdapter(MultiTask(model))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _item_adapter(model: type[BaseModel]) -> TypeAdapter[Any]:
     return TypeAdapter(model)
 
@@ -168,7 +192,7 @@ def instructor_version() -> str | None:
     return str(getattr(instructor, "__version__", "?"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _sdk_clients() -> tuple[Any, Any]:
     import anthropic
     import openai
@@ -218,7 +242,7 @@ def sdk_objects(provider: Provider, events: list[bytes]) -> list[Any]:
     return list(stream)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _instructor_parts(provider: Provider, model: type[BaseModel]) -> tuple[Any, Any]:
     """instructor's `Iterable[T]` model and the stream extractor its tools-mode handler uses."""
     from instructor import IterableModel

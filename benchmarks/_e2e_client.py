@@ -5,9 +5,13 @@
 
 CONTENDER is `multitask` (`Client.extract_stream`), `instructor` (instructor over the official
 `openai.AsyncOpenAI`, `create_iterable`) or `pydantic-ai` (an `Agent` whose output type is the
-`{"tasks": [...]}` model, read with `run_stream(...).stream_output(debounce_by=None)`). After
-one warm-up stream, it runs `--streams` streams at once and writes the process CPU time they
-took and, for every item, the `time.time()` at which the caller held it validated.
+`{"tasks": [...]}` model, read with `run_stream(...).stream_output()`, whose default groups
+the events of 0.1 s into one re-validation); two
+floors deliver no items: `httpx-bytes` (the same request with httpx, the body read and
+dropped) and `asyncio-bytes` (the same over a raw asyncio socket). After
+one warm-up stream, it runs `--streams` streams at once (`--rounds` times, one round after
+another) and writes the process CPU time they took and, for every item, the `time.time()`
+at which the caller held it validated.
 """
 
 from __future__ import annotations
@@ -92,7 +96,7 @@ async def _pydantic_ai(url: str, model: type[BaseModel]) -> tuple[Runner, Callab
         async with agent.run_stream(prompt) as result:
             # A partial output's last item may be cut short: an item is complete once the
             # next one has appeared, or the stream has ended.
-            async for partial in result.stream_output(debounce_by=None):
+            async for partial in result.stream_output():  # debounced by 0.1 s, the default
                 tasks = partial.tasks
                 while done < len(tasks) - 1:
                     record(tasks[done])
@@ -104,7 +108,66 @@ async def _pydantic_ai(url: str, model: type[BaseModel]) -> tuple[Runner, Callab
     return run, sdk.close
 
 
-CONTENDERS = {"multitask": _multitask, "instructor": _instructor, "pydantic-ai": _pydantic_ai}
+def _request_body(model: type[BaseModel], prompt: str) -> dict[str, Any]:
+    from multitask import MultiTask
+
+    multi = MultiTask(model)
+    return {
+        "model": "bench",
+        "stream": True,
+        "messages": [{"role": "user", "content": prompt}],
+        "tools": [multi.openai_tool],
+        "tool_choice": {"type": "function", "function": {"name": multi.openai_schema["name"]}},
+    }
+
+
+async def _httpx_bytes(url: str, model: type[BaseModel]) -> tuple[Runner, Callable[[], Any]]:
+    """The floor of an httpx client: the same request, the body read and dropped, no parsing."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+    client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0), limits=limits)
+
+    async def run(prompt: str, record: Record) -> None:
+        body = _request_body(model, prompt)
+        async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
+            async for _ in response.aiter_raw():
+                pass
+
+    return run, client.aclose
+
+
+async def _asyncio_bytes(url: str, model: type[BaseModel]) -> tuple[Runner, Callable[[], Any]]:
+    """The floor of Python's event loop: a raw socket, one request, the body read and dropped."""
+    host, port = url.removeprefix("http://").split(":")
+
+    async def run(prompt: str, record: Record) -> None:
+        body = json.dumps(_request_body(model, prompt)).encode()
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}:{port}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n"
+        )
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(head.encode() + body)
+        while await reader.read(65536):
+            pass
+        writer.close()
+        await writer.wait_closed()
+
+    async def close() -> None:
+        pass
+
+    return run, close
+
+
+CONTENDERS = {
+    "multitask": _multitask,
+    "instructor": _instructor,
+    "pydantic-ai": _pydantic_ai,
+    "httpx-bytes": _httpx_bytes,
+    "asyncio-bytes": _asyncio_bytes,
+}
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,10 +187,15 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     gc.collect()
     wall = time.perf_counter()
     cpu = time.process_time()
-    results = await asyncio.gather(
-        *(run(prompt(args.items, args.size, f"{args.run}-{i}"), record) for i in range(args.streams)),
-        return_exceptions=True,
-    )
+    results: list[Any] = []
+    for r in range(args.rounds):
+        results += await asyncio.gather(
+            *(
+                run(prompt(args.items, args.size, f"{args.run}-{r}.{i}"), record)
+                for i in range(args.streams)
+            ),
+            return_exceptions=True,
+        )
     cpu = time.process_time() - cpu
     wall = time.perf_counter() - wall
     await _maybe_await(close())
@@ -143,7 +211,10 @@ def main() -> int:
     parser.add_argument("--kind", choices=["small", "long"], default="small")
     parser.add_argument("--items", type=int, default=20)
     parser.add_argument("--size", type=int, default=0, help="string length of long items")
-    parser.add_argument("--streams", type=int, default=1)
+    parser.add_argument("--streams", type=int, default=1, help="concurrent streams")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="times to run them, one after another"
+    )
     parser.add_argument("--run", default="r")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()

@@ -67,8 +67,17 @@ def main() -> int:
     got = _run(contender, n)
     cpu = time.process_time() - start
     assert got == n, (got, n)
-    print(json.dumps({"contender": contender, "items": n, "base_kib": base,
-                      "peak_kib": _peak_kib(), "cpu": cpu}))
+    print(
+        json.dumps(
+            {
+                "contender": contender,
+                "items": n,
+                "base_kib": base,
+                "peak_kib": _peak_kib(),
+                "cpu": cpu,
+            }
+        )
+    )
     return 0
 
 

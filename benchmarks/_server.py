@@ -14,6 +14,7 @@ clocks are this machine's, so the difference is the client's item delay.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import signal
@@ -25,9 +26,7 @@ from typing import Any, TextIO
 import anyio
 
 from _common import CHUNK_SIZE, doc_item, small_item
-from multitask.testing import RecordedRequest, Script, ScriptedModelServer
-from multitask.testing import _wire
-from multitask.testing._http import LAST_CHUNK, encode_chunk, response_head
+from multitask.testing import RecordedRequest, Script, ScriptedModelServer, _wire
 
 _SPEC = re.compile(rb"bench:(small|long):(\d+):(\d+):([\w.-]+)")
 
@@ -59,7 +58,6 @@ class TimedServer(ScriptedModelServer):
         super().__init__(self._script, **kwargs)
         self._log = log
         self._tps = tokens_per_second
-        self._sids: dict[int, str] = {}
 
     def _script(self, request: RecordedRequest) -> Script:
         match = _SPEC.search(request.raw_body)
@@ -69,39 +67,55 @@ class TimedServer(ScriptedModelServer):
         items = _items(kind.decode(), int(n), int(size), sid.decode())
         return Script(items=items, chunk_size=CHUNK_SIZE, tokens_per_second=self._tps)
 
-    async def _send_stream(  # the base class's loop, plus the timestamps
-        self, link: Any, body: dict[str, Any], script: Script
-    ) -> _wire.Ending:
-        plan = _wire.stream_plan(link.provider, body, script, ids=self._ids)
-        first = next((i for i, c in enumerate(plan.chunks) if c.delay), 0)
+    async def _send_stream(self, link: Any, body: dict[str, Any], script: Script) -> Any:
+        """The base class's stream, with its sends watched: chunk `i` is the `i + 1`th send."""
+        lead = _leading_events(link.provider, body)
         completing: dict[int, list[str]] = {}
         for key, end in _item_ends(script) if script.items else ():
-            completing.setdefault(first + (end - 1) // script.chunk_size, []).append(key)
+            completing.setdefault(lead + (end - 1) // script.chunk_size, []).append(key)
         sent: list[tuple[str, float]] = []
-        await link.send(response_head(200, link.headers("stream", script)))
-        for i, chunk in enumerate(plan.chunks):
-            if chunk.delay:
-                await link.sleep(chunk.delay)
-            await link.send(encode_chunk(chunk.data))
-            keys = completing.get(i)
+        sends = 0
+        send = link.send
+
+        async def timed_send(data: bytes, *, last: bool = False) -> None:
+            nonlocal sends
+            await send(data, last=last)
+            keys = completing.get(sends - 1)  # the first send is the response head
+            sends += 1
             if keys:
                 now = time.time()
                 sent.extend((key, now) for key in keys)
-        if plan.ending == "end":
-            await link.send(LAST_CHUNK, last=True)
-        record = {"events": len(plan.chunks), "sent": sent}
-        self._log.write(json.dumps(record) + "\n")
+
+        link.send = timed_send
+        try:
+            ending = await super()._send_stream(link, body, script)
+        finally:
+            link.send = send
+        sid = sent[0][0].rsplit(":", 1)[0] if sent else ""
+        self._log.write(json.dumps({"sid": sid, "events": sends - 2, "sent": sent}) + "\n")
         self._log.flush()
-        return plan.ending
+        return ending
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    with Path(args.log).open("a", encoding="utf-8") as log:
-        async with TimedServer(log, args.tokens_per_second, port=args.port) as server:
-            print(f"PORT {server.port}", flush=True)
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    return
+@functools.cache
+def _leading(provider: str, body_json: str) -> int:
+    script = Script(text="{}", chunk_size=1, tokens_per_second=1e9)
+    body = json.loads(body_json)
+    plan = _wire.stream_plan(provider, body, script, ids=_wire.Ids(0))  # type: ignore[arg-type]
+    return next(i for i, chunk in enumerate(plan.chunks) if chunk.delay)
+
+
+def _leading_events(provider: str, body: dict[str, Any]) -> int:
+    """How many events come before the first answer delta (1 for OpenAI's tool calls)."""
+    return _leading(provider, json.dumps({k: v for k, v in body.items() if k != "messages"}))
+
+
+async def _serve(args: argparse.Namespace, log: TextIO) -> None:
+    async with TimedServer(log, args.tokens_per_second, port=args.port) as server:
+        print(f"PORT {server.port}", flush=True)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                return
 
 
 def main() -> int:
@@ -111,7 +125,8 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tokens-per-second", type=float, default=100.0)
     args = parser.parse_args()
-    anyio.run(_serve, args)
+    with Path(args.log).open("a", encoding="utf-8") as log:
+        anyio.run(_serve, args, log)
     return 0
 
 

@@ -16,9 +16,10 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from multitask.testing import RecordedRequest, Script, ScriptedModelServer, _wire
+from multitask.testing import RecordedRequest, Script, ScriptedModelServer, _wire, _wire_chat
 from multitask.testing._http import ProtocolError, RequestParser
 from multitask.testing._script import Cut
+from multitask.testing._wire_base import call_steps
 
 USERS = [
     {"name": "Ada Lovelace", "age": 36},
@@ -805,3 +806,436 @@ def test_command_line_serves_until_interrupted(tmp_path: Path) -> None:
             proc.stdout.close()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+# -- the other providers' wire formats ---------------------------------------------------------
+
+ITEM_PARAMETERS = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+}
+# Very different lengths, so interleaved calls complete out of list order.
+PARALLEL_USERS = [
+    {"name": "Bartholomew Christopherson", "age": 1},
+    {"name": "Al", "age": 2},
+    {"name": "Cy", "age": 3},
+    {"name": "Dorothea", "age": 4},
+]
+GEMINI_PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+
+
+def gemini_body(**extra: Any) -> dict[str, Any]:
+    return {"contents": [{"role": "user", "parts": [{"text": "List them."}]}], **extra}
+
+
+def ollama_body(**extra: Any) -> dict[str, Any]:
+    return {"model": "llama3.2", "messages": MESSAGES, **extra}
+
+
+@pytest.mark.parametrize(
+    ("path", "provider", "model"),
+    [
+        ("/v1/responses", "openai-responses", None),
+        ("/responses", "openai-responses", None),
+        ("/api/chat", "ollama", None),
+        ("/v1beta/models/gemini-2.5-flash:streamGenerateContent", "gemini", "gemini-2.5-flash"),
+        ("/v1/models/gemini-pro:generateContent", "gemini", "gemini-pro"),
+        ("/openai/deployments/my-gpt/chat/completions", "azure", "my-gpt"),
+        ("/openai/v1/chat/completions", "azure", None),
+    ],
+)
+def test_routes(path: str, provider: str, model: str | None) -> None:
+    assert _wire.route(path) == _wire.Route(provider, model)  # type: ignore[arg-type]
+    assert _wire.route(path + "/x") is None
+
+
+@pytest.mark.anyio
+async def test_responses_stream_parses_with_the_openai_sdk() -> None:
+    openai = pytest.importorskip("openai")
+    tool = {"type": "function", "name": "User", "parameters": ITEM_PARAMETERS, "strict": False}
+    scripts = [
+        Script(items=USERS),
+        Script(items=PARALLEL_USERS, chunk_size=3, interleave=2),
+        Script(items=USERS, truncate_after=20),
+    ]
+    async with ScriptedModelServer(scripts) as server, httpx.AsyncClient() as http:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
+        try:
+            tasks_tool = {**tool, "name": "Tasks", "parameters": {"type": "object"}}
+            async with client.responses.stream(
+                model="gpt-4o",
+                input="List them.",
+                tools=[tasks_tool],
+                tool_choice={"type": "function", "name": "Tasks"},
+            ) as stream:
+                kinds = [event.type async for event in stream]
+                final = await stream.get_final_response()
+            assert kinds[:3] == [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+            ]
+            assert kinds[-1] == "response.completed"
+            (call,) = final.output
+            assert call.type == "function_call"
+            assert call.name == "Tasks"
+            assert json.loads(call.arguments) == ANSWER
+            assert final.usage is not None
+            assert final.usage.total_tokens == final.usage.input_tokens + final.usage.output_tokens
+
+            # Interleaved parallel calls: the SDK puts each delta on its own item.
+            async with client.responses.stream(
+                model="gpt-4o", input="List them.", tools=[tool], tool_choice="required"
+            ) as stream:
+                async for _ in stream:
+                    pass
+                final = await stream.get_final_response()
+            assert [json.loads(o.arguments) for o in final.output] == PARALLEL_USERS
+        finally:
+            await client.close()
+        response = await http.post(
+            server.url + "/v1/responses",
+            json={"model": "m", "input": "x", "stream": True},
+        )
+    events = parse_sse(response.text)
+    data = [json.loads(d) for _, d in events]
+    assert [d["sequence_number"] for d in data] == list(range(len(data)))
+    assert all(name == d["type"] for (name, _), d in zip(events, data, strict=True))
+    assert "[DONE]" not in response.text
+    assert data[-1]["type"] == "response.incomplete"
+    assert data[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    text = "".join(d["delta"] for d in data if d["type"] == "response.output_text.delta")
+    assert text == json.dumps(ANSWER)[:20]
+    assert response.headers["x-request-id"].startswith("req_")
+
+
+@pytest.mark.anyio
+async def test_azure_stream_parses_with_the_openai_sdk() -> None:
+    openai = pytest.importorskip("openai")
+    tool = {"type": "function", "function": {"name": "User", "parameters": ITEM_PARAMETERS}}
+    script = Script(items=PARALLEL_USERS, chunk_size=3, interleave=3)
+    async with ScriptedModelServer(script) as server:
+        client = openai.AsyncAzureOpenAI(
+            azure_endpoint=server.url, api_key="az-key", api_version="2024-10-21", max_retries=0
+        )
+        try:
+            raw = await client.chat.completions.create(
+                model="my-deployment",
+                messages=MESSAGES,
+                tools=[tool],
+                tool_choice="required",
+                stream=True,
+            )
+            chunks = [chunk async for chunk in raw]
+            async with client.chat.completions.stream(
+                model="my-deployment",
+                messages=MESSAGES,
+                tools=[tool],
+                tool_choice="required",
+                stream_options={"include_usage": True},
+            ) as stream:
+                final = await stream.get_final_completion()
+        finally:
+            await client.close()
+    request = server.requests[0]
+    assert request.provider == "azure"
+    assert request.model == "my-deployment"
+    assert request.headers["api-key"] == "az-key"
+    assert request.query == {"api-version": "2024-10-21"}
+    # Azure's first chunk: no choices, the prompt's filter results.
+    assert chunks[0].choices == []
+    assert chunks[0].model_extra["prompt_filter_results"][0]["prompt_index"] == 0
+    assert "content_filter_results" in chunks[1].choices[0].model_extra
+    message = final.choices[0].message
+    assert [json.loads(c.function.arguments) for c in message.tool_calls] == PARALLEL_USERS
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert final.usage is not None
+
+
+@pytest.mark.anyio
+async def test_azure_content_filter_finish_and_sorted_keys() -> None:
+    body = openai_body(tools=None, response_format={"type": "json_object"})
+    script = Script(items=USERS, truncate_after=10, finish_reason="content_filter")
+    async with ScriptedModelServer(script) as server, httpx.AsyncClient() as client:
+        url = server.url + "/openai/deployments/d/chat/completions?api-version=2024-10-21"
+        response = await client.post(url, json=body)
+    assert response.headers["apim-request-id"] == response.headers["x-request-id"]
+    chunks = openai_chunks(response.text)
+    for chunk in chunks:
+        assert list(chunk) == sorted(chunk)
+    last = chunks[-2]["choices"][0]
+    assert last["finish_reason"] == "content_filter"
+    assert last["content_filter_results"]["sexual"] == {"filtered": True, "severity": "medium"}
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[1:-1])
+    assert content == json.dumps(ANSWER)[:10]
+
+
+@pytest.mark.anyio
+async def test_openai_sdk_accumulates_interleaved_parallel_calls() -> None:
+    openai = pytest.importorskip("openai")
+    tool = {"type": "function", "function": {"name": "User", "parameters": ITEM_PARAMETERS}}
+    script = Script(items=PARALLEL_USERS, chunk_size=2, interleave=2)
+    async with ScriptedModelServer(script) as server:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="t", max_retries=0)
+        try:
+            async with client.chat.completions.stream(
+                model="gpt-4o", messages=MESSAGES, tools=[tool], tool_choice="required"
+            ) as stream:
+                async for _ in stream:
+                    pass
+                final = await stream.get_final_completion()
+        finally:
+            await client.close()
+    calls = final.choices[0].message.tool_calls
+    assert [json.loads(c.function.arguments) for c in calls] == PARALLEL_USERS
+    assert len({c.id for c in calls}) == len(PARALLEL_USERS)
+    plan = _wire.stream_plan("openai", server.requests[0].body, script)
+    order = [call for _, call in plan.completions]
+    assert sorted(order) == list(range(len(PARALLEL_USERS)))
+    assert order != sorted(order)
+
+
+@pytest.mark.anyio
+async def test_anthropic_sdk_reads_parallel_tool_use_blocks_and_refusal() -> None:
+    anthropic = pytest.importorskip("anthropic")
+    tool = {"name": "User", "input_schema": ITEM_PARAMETERS}
+    scripts = [Script(items=PARALLEL_USERS, chunk_size=3), Script(refusal="Not this one.")]
+    async with ScriptedModelServer(scripts) as server:
+        client = anthropic.AsyncAnthropic(base_url=server.url, api_key="test", max_retries=0)
+        try:
+            async with client.messages.stream(
+                model="claude-sonnet-4-20250514",
+                max_tokens=1024,
+                messages=MESSAGES,
+                tools=[tool],
+                tool_choice={"type": "any"},
+            ) as stream:
+                message = await stream.get_final_message()
+            async with client.messages.stream(
+                model="claude-sonnet-4-20250514", max_tokens=1024, messages=MESSAGES
+            ) as stream:
+                refused = await stream.get_final_message()
+        finally:
+            await client.close()
+    assert [block.type for block in message.content] == ["tool_use"] * len(PARALLEL_USERS)
+    assert [block.input for block in message.content] == PARALLEL_USERS
+    assert message.stop_reason == "tool_use"
+    assert refused.stop_reason == "refusal"
+
+
+@pytest.mark.anyio
+async def test_gemini_stream_wire_shape() -> None:
+    scripts = [
+        Script(items=USERS, chunk_size=16, usage=(12, 34)),
+        Script(items=USERS, chunk_size=16, error_after=20),
+        Script(status=429, retry_after=7),
+    ]
+    async with ScriptedModelServer(scripts) as server, httpx.AsyncClient() as client:
+        url = server.url + GEMINI_PATH + "?alt=sse"
+        response = await client.post(url, json=gemini_body())
+        failed = await client.post(url, json=gemini_body())
+        limited = await client.post(url, json=gemini_body())
+    assert response.headers["content-type"] == "text/event-stream"
+    assert response.text.endswith("}\r\n\r\n")
+    lines = [line for line in response.text.split("\r\n\r\n") if line]
+    assert all(line.startswith('data: {"candidates": [{"content": {"parts": ') for line in lines)
+    chunks = [json.loads(line[len("data: ") :]) for line in lines]
+    text = "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks)
+    assert json.loads(text) == ANSWER
+    assert [c["candidates"][0].get("finishReason") for c in chunks[-2:]] == [None, "STOP"]
+    assert chunks[-1]["usageMetadata"]["promptTokenCount"] == 12
+    assert chunks[-1]["usageMetadata"]["candidatesTokenCount"] == 34
+    assert chunks[-1]["usageMetadata"]["totalTokenCount"] == 46
+    assert "candidatesTokenCount" not in chunks[0]["usageMetadata"]
+    assert {c["modelVersion"] for c in chunks} == {"gemini-2.5-flash"}
+    assert len({c["responseId"] for c in chunks}) == 1
+    error = json.loads(failed.text.split("\r\n\r\n")[-2][len("data: ") :])
+    assert error == {
+        "error": {
+            "code": 503,
+            "message": "The model is overloaded. Please try again later.",
+            "status": "UNAVAILABLE",
+        }
+    }
+    assert limited.status_code == 429
+    assert limited.headers["content-type"] == "application/json; charset=UTF-8"
+    assert "retry-after" not in limited.headers  # Gemini says it in the body
+    assert limited.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert limited.json()["error"]["details"][0]["retryDelay"] == "7s"
+    assert limited.text.startswith('{\n  "error": {\n')
+    assert all(r.stream for r in server.requests)
+
+
+@pytest.mark.anyio
+async def test_gemini_function_calls_and_generate_content() -> None:
+    declaration = {"name": "User", "parameters": {"type": "OBJECT", **ITEM_PARAMETERS}}
+    tools = [{"functionDeclarations": [declaration]}]
+    config = {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["User"]}}
+    body = gemini_body(tools=tools, toolConfig=config)
+    scripts = [Script(items=PARALLEL_USERS), Script(items=USERS, finish_reason="SAFETY")]
+    async with ScriptedModelServer(scripts) as server, httpx.AsyncClient() as client:
+        streamed = await client.post(server.url + GEMINI_PATH + "?alt=sse", json=body)
+        whole = await client.post(
+            server.url + "/v1beta/models/gemini-2.5-flash:generateContent", json=gemini_body()
+        )
+    (line,) = [line for line in streamed.text.split("\r\n\r\n") if line]
+    candidate = json.loads(line[len("data: ") :])["candidates"][0]
+    calls = [part["functionCall"] for part in candidate["content"]["parts"]]
+    assert calls == [{"name": "User", "args": user} for user in PARALLEL_USERS]
+    assert candidate["finishReason"] == "STOP"
+    assert not server.requests[1].stream
+    answer = whole.json()["candidates"][0]
+    assert answer["finishReason"] == "SAFETY"
+    assert any(rating.get("blocked") for rating in answer["safetyRatings"])
+
+
+@pytest.mark.anyio
+async def test_ollama_ndjson_wire_shape() -> None:
+    items = [{"name": "A <b> & c", "age": 1}]
+    scripts = [
+        Script(items=items, chunk_size=5, usage=(3, 4)),
+        Script(items=items, error_after=6),
+        Script(items=items, truncate_after=8),
+        Script(status=404),
+    ]
+    async with ScriptedModelServer(scripts) as server, httpx.AsyncClient() as client:
+        url = server.url + "/api/chat"
+        response = await client.post(url, json=ollama_body())
+        failed = await client.post(url, json=ollama_body())
+        whole = await client.post(url, json=ollama_body(stream=False))
+        missing = await client.post(url, json=ollama_body())
+    assert response.headers["content-type"] == "application/x-ndjson"
+    assert response.text.endswith("}\n")
+    lines = response.text.splitlines()
+    for char, escape in [("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")]:
+        assert char not in response.text  # Go's HTML-safe escapes
+        assert escape in response.text
+    data = [json.loads(line) for line in lines]
+    assert all(list(d)[:3] == ["model", "created_at", "message"] for d in data)
+    assert all(d["created_at"].endswith("Z") for d in data)
+    content = "".join(d["message"]["content"] for d in data)
+    assert json.loads(content) == {"tasks": items}
+    assert [d["done"] for d in data] == [False] * (len(data) - 1) + [True]
+    final = data[-1]
+    assert list(final)[3:5] == ["done_reason", "done"]
+    assert (final["done_reason"], final["prompt_eval_count"], final["eval_count"]) == ("stop", 3, 4)
+    assert json.loads(failed.text.splitlines()[-1]) == {
+        "error": "an error was encountered while running the model: unexpected EOF"
+    }
+    assert whole.headers["content-type"] == "application/json; charset=utf-8"
+    assert whole.json()["done_reason"] == "length"
+    assert whole.json()["message"]["content"] == json.dumps({"tasks": items})[:8]
+    assert missing.status_code == 404
+    assert missing.json() == {"error": 'model "llama3.2" not found, try pulling it first'}
+    assert [r.stream for r in server.requests] == [True, True, False, True]
+
+
+def chat_calls(plan: _wire.StreamPlan) -> list[dict[str, Any]]:
+    """Every tool-call delta of a chat stream plan, in order."""
+    events = [d for _, d in parse_sse(plan.body.decode()) if d != "[DONE]"]
+    return [
+        call
+        for chunk in map(json.loads, events)
+        for choice in chunk.get("choices") or []
+        for call in choice["delta"].get("tool_calls") or []
+    ]
+
+
+def test_compatible_quirks_render_as_the_servers_send_them() -> None:
+    body = openai_body(tool_choice={"type": "function", "function": {"name": "Tasks"}})
+
+    def plan(*quirks: str) -> _wire.StreamPlan:
+        script = Script(items=USERS, chunk_size=8, quirks=frozenset(quirks))
+        return _wire.stream_plan("openai", body, script, ids=_wire.Ids(seed=2), now=0)
+
+    calls = chat_calls(plan("no_index"))
+    assert all("index" not in call for call in calls)
+    calls = chat_calls(plan("id_every_chunk"))
+    assert len({call["id"] for call in calls}) == 1
+    assert all("index" in call for call in calls)
+    (whole,) = chat_calls(plan("whole_arguments"))
+    assert json.loads(whole["function"]["arguments"]) == ANSWER
+    text = plan("keep_alive").body.decode()
+    assert text.startswith(": keep-alive\n\ndata: ")
+    assert text.count(": keep-alive\n\n") == text.count("data: ")
+    chunks = openai_chunks(plan("usage_in_last_chunk").body.decode())
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert chunks[-1]["usage"]["completion_tokens"] > 0
+    chunks = openai_chunks(plan("reasoning_content").body.decode())
+    assert chunks[0]["choices"][0]["delta"] == {
+        "role": "assistant",
+        "content": None,
+        "reasoning_content": "",
+    }
+    reasoning = "".join(
+        c["choices"][0]["delta"].get("reasoning_content") or "" for c in chunks if c["choices"]
+    )
+    assert reasoning == _wire_chat.REASONING
+    chunks = openai_chunks(plan("content_with_tool_calls_finish").body.decode())
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert json.loads(content) == ANSWER
+    assert not chat_calls(plan("content_with_tool_calls_finish"))
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_openai_refusal_stream_matches_the_capture(wire: Path) -> None:
+    script = Script(refusal="I'm sorry, I can't help with that.", chunk_size=6)
+    plan = _wire.stream_plan("openai", openai_body(tools=None), script)
+    chunks = openai_chunks(plan.body.decode())
+    capture = openai_chunks((wire / "openai" / "chat__173417d5.sse").read_text())
+    assert chunks[0]["choices"][0]["delta"] == capture[0]["choices"][0]["delta"]
+    assert shape(chunks[1]) == shape(capture[1])
+    refusal = "".join(c["choices"][0]["delta"].get("refusal") or "" for c in chunks if c["choices"])
+    assert refusal == script.refusal
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_anthropic_refusal_matches_the_capture(wire: Path) -> None:
+    plan = _wire.stream_plan("anthropic", anthropic_body(tools=None), Script(refusal="No."))
+    events = parse_sse(plan.body.decode())
+    capture = parse_sse((wire / "anthropic" / "refusal_response.sse").read_text())
+    names = [name for name, _ in events if name != "ping"]
+    assert names == [name for name, _ in capture]
+    delta = json.loads(events[-2][1])
+    assert shape(delta) == shape(json.loads(capture[-2][1]))
+    assert delta["delta"]["stop_reason"] == "refusal"
+    assert delta["delta"]["stop_details"]["explanation"] == "No."
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 5])
+@pytest.mark.parametrize("cut", [None, 0, 7, 30, 1000])
+def test_call_steps_schedule(width: int, cut: int | None) -> None:
+    script = Script(items=PARALLEL_USERS, chunk_size=3, truncate_after=cut)
+    texts = script.calls
+    steps, kind = call_steps(texts, script, width=width)
+    budget = sum(map(len, texts)) if cut is None else min(cut, sum(map(len, texts)))
+    assert sum(len(s.piece or "") for s in steps) == budget
+    opened: set[int] = set()
+    sent = [""] * len(texts)
+    for step in steps:
+        if step.piece is None:
+            assert step.call not in opened
+            opened.add(step.call)
+        else:
+            assert step.call in opened  # opened before its first delta
+            sent[step.call] += step.piece
+        open_now = {c for c in opened if sent[c] != texts[c]}
+        assert len(open_now) <= width
+        assert step.done == (sent[step.call] == texts[step.call])
+    for text, part in zip(texts, sent, strict=True):
+        assert text.startswith(part)
+    assert kind == (Cut.COMPLETE if cut is None or cut >= sum(map(len, texts)) else Cut.TRUNCATE)
+    if width == 1 and cut is None:
+        assert [s.call for s in steps if s.done] == list(range(len(texts)))
+
+
+def test_script_validates_the_new_options() -> None:
+    with pytest.raises(ValueError, match="unknown quirks"):
+        Script(quirks=frozenset({"no_such_quirk"}))
+    with pytest.raises(ValueError, match="interleave"):
+        Script(interleave=0)
+    with pytest.raises(ValueError, match="usage"):
+        Script(usage=(-1, 2))
+    assert Script(quirks={"keep_alive"}).quirks == frozenset({"keep_alive"})  # type: ignore[arg-type]
+    assert Script(text="raw").calls == ["raw"]
+    assert Script(items=[1, {"a": 2}]).calls == ["1", '{"a": 2}']

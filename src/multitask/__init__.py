@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from ._api import extract, extract_many_sync, extract_stream, extract_stream_sync, extract_sync
 from ._client import Client, Options
+from ._events import (
+    EventExtraction,
+    EventStream,
+    ExtractionEvent,
+    Finished,
+    ItemDone,
+    ItemSkipped,
+    ItemStarted,
+    ItemUpdated,
+    PartialTaskParser,
+)
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -48,13 +59,21 @@ __all__ = [
     "APITimeoutError",
     "Client",
     "ContentFilterError",
+    "EventExtraction",
+    "EventStream",
     "EventTooLargeError",
     "Extraction",
+    "ExtractionEvent",
+    "Finished",
     "HTTPRequest",
     "IncompleteOutputError",
     "InvalidItem",
+    "ItemDone",
+    "ItemSkipped",
+    "ItemStarted",
     "ItemStream",
     "ItemTooLargeError",
+    "ItemUpdated",
     "ItemValidationError",
     "MalformedOutputError",
     "MultiTask",
@@ -62,6 +81,7 @@ __all__ = [
     "MultitaskError",
     "OnInvalid",
     "Options",
+    "PartialTaskParser",
     "Progress",
     "Provider",
     "ProviderError",

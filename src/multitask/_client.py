@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from types import TracebackType
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import anyio
 import httpx
@@ -30,18 +30,23 @@ from ._exceptions import (
     StreamDecodeError,
     StreamError,
 )
+from ._extraction import Extraction, Pipeline
 from ._many import Documents, Progress, Results, extract_many
 from ._multitask import MultiTask, MultiTaskModel
 from ._prompt import Message, build_messages, default_system
-from ._providers import Mode, Provider, RequestSpec, get_provider, split_model
+from ._providers import HTTPRequest, Mode, Provider, RequestSpec, get_provider, split_model
 from ._ratelimit import RateLimiter
 from ._stream import ItemStream, StreamInfo
 from ._taskparser import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_ITEM_BYTES
 from ._validation import OnInvalid
 
+if TYPE_CHECKING:
+    from ._events import EventStream
+
 __all__ = ["DEFAULT_TIMEOUT", "Client", "Options"]
 
 T = TypeVar("T")
+E = TypeVar("E")
 
 #: Ten seconds to connect; up to ten minutes between two chunks (a model may think long).
 DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
@@ -112,6 +117,7 @@ class Client:
         max_concurrency: int = 100,
         rpm: float | None = None,
         tpm: float | None = None,
+        limiter: RateLimiter | None = None,
         **options: Any,
     ) -> None:
         model = model or os.environ.get("MULTITASK_MODEL")
@@ -131,8 +137,11 @@ class Client:
         self._max_connections = max_connections
         #: How many documents `extract_many` works on at once, by default.
         self.max_concurrency = max_concurrency
-        #: Shared by every request of this client: `rpm`/`tpm`, and a global pause on 429.
-        self.limiter = RateLimiter(rpm=rpm, tpm=tpm)
+        if limiter is not None and (rpm or tpm):
+            raise ValueError("give rpm/tpm to the limiter, or a limiter, not both")
+        #: Shared by every request of this client: `rpm`/`tpm`, and a global pause on 429;
+        #: or the `limiter` given (one shared with other clients or processes, say).
+        self.limiter = limiter if limiter is not None else RateLimiter(rpm=rpm, tpm=tpm)
 
     def __repr__(self) -> str:
         return f"<multitask.Client model={self.model!r} provider={self.provider!r}>"
@@ -184,6 +193,25 @@ class Client:
     def _stream(
         self, item_type: Any, text: str | None, options: Mapping[str, Any], *, resume: bool = False
     ) -> ItemStream[T]:
+        prepared: _Prepared[T] = self._prepare(item_type, text, options)
+        opts = prepared.opts
+
+        def new_pipeline() -> Extraction[T]:
+            return prepared.schema.extraction(
+                self.provider.decoder(prepared.spec.mode),
+                on_invalid=opts.on_invalid,
+                validation_context=opts.validation_context,
+                max_item_bytes=opts.max_item_bytes,
+                max_answer_bytes=opts.max_answer_bytes,
+            )
+
+        info = StreamInfo()
+        return ItemStream(self._run(prepared, info, new_pipeline, resume=resume), info)
+
+    def _prepare(
+        self, item_type: Any, text: str | None, options: Mapping[str, Any]
+    ) -> _Prepared[T]:
+        """The options, schema, request spec and HTTP request for one extraction."""
         opts = replace(self.options, **options) if options else self.options
         schema: type[MultiTaskModel[T]] = _multitask(cast(Hashable, item_type))
         mode = opts.mode or self.provider.default_mode
@@ -200,13 +228,25 @@ class Client:
             extra_body=opts.extra_body or {},
         )
         request = self.provider.request(spec)  # fail fast on a bad mode or missing key
-        info = StreamInfo()
-        return ItemStream(self._run(schema, spec, request, opts, info, resume=resume), info)
+        return _Prepared(opts, schema, spec, request)
 
     async def extract(self, item_type: type[T] | Any, text: str | None, **options: Any) -> list[T]:
         """Extract every item into a list (the stream, collected)."""
         stream: ItemStream[T] = self.extract_stream(item_type, text, **options)
         return await stream.collect()
+
+    def extract_events(
+        self, item_type: type[T] | Any, text: str | None, **options: Any
+    ) -> EventStream[T]:
+        """Stream events for each item as it starts, grows and completes (`EventStream[T]`).
+
+        `ItemStarted`, throttled `ItemUpdated` snapshots (`min_interval=0.05` seconds apart,
+        `partial_strings=True`), `ItemDone` with the validated item, and a last `Finished`;
+        errors are raised as `extract_stream` raises them. See `multitask.EventStream`.
+        """
+        from ._events import extract_events
+
+        return extract_events(self, item_type, text, **options)
 
     def extract_many(
         self,
@@ -244,39 +284,32 @@ class Client:
 
     async def _run(
         self,
-        schema: type[MultiTaskModel[T]],
-        spec: RequestSpec,
-        request: Any,
-        opts: Options,
+        prepared: _Prepared[Any],
         info: StreamInfo,
+        new_pipeline: Callable[[], Pipeline[Any, E]],
         *,
         resume: bool = False,
-    ) -> AsyncGenerator[T, None]:
-        """The request loop: send, stream items out as they complete, retry what may be retried.
+    ) -> AsyncGenerator[E, None]:
+        """The request loop: send, stream out what the pipeline completes, retry what may be.
 
         With `resume`, a stream that fails after delivering items is retried too, and the
         retry's first items are checked against the ones delivered and skipped, so the caller
         sees every item once (`RetryDivergedError` if the retry's answer differs).
         """
+        opts, spec, request = prepared.opts, prepared.spec, prepared.request
         http = self._client()
         headers = {**request.headers, **self._headers}
         timeout = opts.timeout if opts.timeout is not None else DEFAULT_TIMEOUT
         deadline = anyio.current_time() + opts.deadline if opts.deadline is not None else math.inf
         limiter = self.limiter
         estimate = _estimate_tokens(request.json, spec.max_tokens)
-        replay: _Replay[T] = _Replay(resume)
+        replay: _Replay[E] = _Replay(resume)
         attempt = 0
         while True:
             attempt += 1
             info.attempts = attempt
             replay.restart()
-            extraction = schema.extraction(
-                self.provider.decoder(spec.mode),
-                on_invalid=opts.on_invalid,
-                validation_context=opts.validation_context,
-                max_item_bytes=opts.max_item_bytes,
-                max_answer_bytes=opts.max_answer_bytes,
-            )
+            extraction = new_pipeline()
             info.skipped = extraction.skipped
             await limiter.acquire(estimate)
             try:
@@ -298,18 +331,18 @@ class Client:
                                     chunk = await chunks.__anext__()
                         except StopAsyncIteration:
                             break
-                        items = extraction.feed_bytes(chunk)
-                        if items:
+                        out = extraction.feed_bytes(chunk)
+                        if out:
                             info.usage = extraction.usage
-                            for item in replay.fresh(items):
-                                info.items += 1
-                                yield item
-                items = extraction.close()
+                            for x in replay.fresh(out):
+                                info.items = replay.count(extraction)
+                                yield x
+                out = extraction.close()
                 info.usage = extraction.usage
                 info.finish_reason = extraction.finish_reason
-                for item in replay.fresh(items):
-                    info.items += 1
-                    yield item
+                for x in replay.fresh(out):
+                    info.items = replay.count(extraction)
+                    yield x
                 extraction.raise_for_outcome()
                 replay.check_complete()
                 return
@@ -329,6 +362,16 @@ class Client:
             await anyio.sleep(delay)
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared(Generic[T]):
+    """One extraction, ready to send."""
+
+    opts: Options
+    schema: type[MultiTaskModel[T]]
+    spec: RequestSpec
+    request: HTTPRequest
+
+
 class _Replay(Generic[T]):
     """The items a document already handed out, so that a retry skips them, not repeats them."""
 
@@ -341,6 +384,10 @@ class _Replay(Generic[T]):
 
     def restart(self) -> None:
         self.position = 0
+
+    def count(self, pipeline: Pipeline[Any, Any]) -> int:
+        """How many items the caller has: all delivered so far, or this attempt's."""
+        return len(self.items) if self.enabled else pipeline.delivered
 
     def fresh(self, items: list[T]) -> list[T]:
         """The items not handed out before; raises if a retry's answer contradicts them."""

@@ -4,13 +4,15 @@
           -> TaskParser -> raw items -> ItemValidator -> T
 
 Nothing here touches a socket or an event loop; the client and the `from_streaming_response`
-helpers are thin loops around `Extraction`.
+helpers are thin loops around `Extraction`. `Pipeline` is what `Extraction` and the partial
+event pipeline (`EventExtraction`) share: framing, decoding, parallel tool calls, deferred
+errors and how the outcome is judged; they differ only in their parser and in what they emit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import TypeAdapter
 
@@ -21,20 +23,30 @@ from ._sse import DEFAULT_MAX_EVENT_BYTES, ServerSentEvent, SSEDecoder
 from ._taskparser import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_ITEM_BYTES, TaskParser
 from ._validation import InvalidItem, ItemValidator, OnInvalid
 
-__all__ = ["Extraction"]
+__all__ = ["Extraction", "Pipeline"]
 
 T = TypeVar("T")
+E = TypeVar("E")  # what a pipeline emits: items, or events
 
 
-class Extraction(Generic[T]):
-    """One answer being read: feed it the stream, get each validated item as it completes.
+class _Parser(Protocol):
+    """What a pipeline needs of its parser (`TaskParser`, `PartialTaskParser`)."""
 
-    Every `feed_*` method returns the items completed by what it was given. An error found
-    partway through a feed (a bad item, malformed JSON, an error event) is raised only after
-    the items before it were returned: by the next call, or by `close()`.
+    error: MultitaskError | None
 
-    `close()` says the stream ended; it returns the last items, and `raise_for_outcome()`
-    then raises if the answer was cut off, refused, filtered or malformed.
+    def feed(self, text: str) -> list[Any]: ...
+
+    def close(self) -> list[Any]: ...
+
+
+class Pipeline(Generic[T, E]):
+    """Reads one answer: feed it the stream, get what the parser completed (`E`s).
+
+    Every `feed_*` method returns what the input completed. An error found partway through a
+    feed (a bad item, malformed JSON, an error event) is raised only after what came before
+    it was returned: by the next call, or by `close()`. `close()` says the stream ended; it
+    returns the last of it, and `raise_for_outcome()` then raises if the answer was cut off,
+    refused, filtered or malformed.
     """
 
     def __init__(
@@ -44,10 +56,7 @@ class Extraction(Generic[T]):
         *,
         on_invalid: OnInvalid = "raise",
         validation_context: Any = None,
-        max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
-        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-        scalar_items: bool = True,
     ) -> None:
         self.decoder = decoder
         #: Splits the body into events: server-sent events, or NDJSON lines for some providers.
@@ -56,21 +65,38 @@ class Extraction(Generic[T]):
             if decoder.framing == "ndjson"
             else SSEDecoder(max_event_bytes=max_event_bytes)
         )
-        self.parser = TaskParser(
-            max_item_bytes=max_item_bytes,
-            max_answer_bytes=max_answer_bytes,
-            scalar_items=scalar_items,
-        )
         self.validator: ItemValidator[T] = ItemValidator(
             item_type, context=validation_context, on_invalid=on_invalid
         )
-        self._limits = (max_item_bytes, max_answer_bytes, scalar_items)
+        self.parser: _Parser = self._new_parser(whole=False)
         # Under mode="parallel_tools": one parser per tool call, each call one item.
-        self._call_parsers: dict[Any, TaskParser] = {}
+        self._call_parsers: dict[Any, _Parser] = {}
         self._pending: MultitaskError | None = None
         self._closed = False
         #: Items handed out so far.
         self.delivered = 0
+
+    # -- what a pipeline defines ---------------------------------------------------------------
+
+    def _new_parser(self, *, whole: bool) -> _Parser:
+        """A parser for the answer (`whole=False`) or for one tool call's item (`whole=True`)."""
+        raise NotImplementedError
+
+    def _absorb(self, parsed: list[Any], out: list[E]) -> None:
+        """Turn what the parser returned into output; raise for an invalid item."""
+        raise NotImplementedError
+
+    def _parse(self, parser: Any, text: str) -> list[Any]:
+        """Hand a fragment of answer text to one of the parsers."""
+        return parser.feed(text)  # type: ignore[no-any-return]
+
+    def _after_feed(self, out: list[E]) -> None:
+        """Called once per feed, after its input was parsed."""
+
+    def _after_close(self, out: list[E]) -> None:
+        """Called at the end of a stream whose outcome was good."""
+
+    # -- the pipeline --------------------------------------------------------------------------
 
     @property
     def usage(self) -> Usage | None:
@@ -87,37 +113,25 @@ class Extraction(Generic[T]):
         """Items dropped under `on_invalid="skip"`."""
         return self.validator.skipped
 
-    def feed_bytes(self, data: bytes) -> list[T]:
+    def feed_bytes(self, data: bytes) -> list[E]:
         """Feed raw stream bytes (the response body), in pieces of any size."""
-        self._check()
-        out: list[T] = []
-        try:
-            for event in self.events.feed(data):
-                text = self.decoder.event(event)
-                if text:
-                    self._text(text, out)
-                elif self.decoder.calls:
-                    self._take_calls(out)
-        except MultitaskError as exc:
-            self._defer(exc, out)
-        self.delivered += len(out)
-        return out
+        return self._feed(self._decode_bytes, data)
 
-    def feed_event(self, event: ServerSentEvent) -> list[T]:
+    def feed_event(self, event: ServerSentEvent) -> list[E]:
         """Feed one decoded server-sent event."""
-        return self._one(self.decoder.event, event)
+        return self._feed(self._decode, event)
 
-    def feed_payload(self, payload: Mapping[str, Any]) -> list[T]:
+    def feed_payload(self, payload: Mapping[str, Any]) -> list[E]:
         """Feed one parsed provider event (an SSE event's JSON, or an SDK chunk as a dict)."""
-        return self._one(self.decoder.payload, payload)
+        return self._feed(lambda p, out: self._answer(self.decoder.payload(p), out), payload)
 
-    def feed_text(self, text: str) -> list[T]:
+    def feed_text(self, text: str) -> list[E]:
         """Feed answer text directly (a complete response's arguments or content)."""
-        return self._one(lambda t: t, text)
+        return self._feed(self._answer, text)
 
-    def close(self) -> list[T]:
-        """Say the stream ended; return the items that completes."""
-        out: list[T] = []
+    def close(self) -> list[E]:
+        """Say the stream ended; return what that completes."""
+        out: list[E] = []
         if self._closed:
             return out
         self._closed = True
@@ -125,43 +139,34 @@ class Extraction(Generic[T]):
             return out
         try:
             for event in self.events.end():
-                text = self.decoder.event(event)
-                if text:
-                    self._text(text, out)
-                elif self.decoder.calls:
-                    self._take_calls(out)
+                self._decode(event, out)
             parsed: MultitaskError | None = None
             if self._call_parsers:
                 for parser in self._call_parsers.values():
-                    raw = parser.close()
-                    if raw:
-                        out.extend(self.validator.validate(raw))
+                    self._absorb(parser.close(), out)
                     parsed = parsed or parser.error
             else:
                 leftover = self.decoder.leftover()
                 if leftover:
-                    self._text(leftover, out)
-                raw = self.parser.close()
-                if raw:
-                    out.extend(self.validator.validate(raw))
+                    self._answer(leftover, out)
+                self._absorb(self.parser.close(), out)
                 parsed = self.parser.error
             error: MultitaskError | None = self.validator.error
             if error is None:
-                outcome = self.decoder.outcome_error(self.delivered + len(out))
+                outcome = self.decoder.outcome_error(self.delivered)
                 if isinstance(outcome, RefusalError):
                     error = outcome
                 elif parsed is not None:
                     # A cut-off or filtered finish explains a broken answer better than the
                     # parse error it caused (even one with no JSON yet).
                     error = outcome if outcome is not None else parsed
-            if isinstance(error, IncompleteOutputError):
-                # The parser counts the answer's items, skipped invalid ones included.
-                error.items_delivered = self.delivered + len(out)
+                    if isinstance(error, IncompleteOutputError):
+                        error.items_delivered = self.delivered
             if error is not None:
                 raise error
+            self._after_close(out)
         except MultitaskError as exc:
             self._pending = exc
-        self.delivered += len(out)
         return out
 
     def raise_for_outcome(self) -> None:
@@ -171,54 +176,84 @@ class Extraction(Generic[T]):
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _text(self, text: str, out: list[T]) -> None:
-        raw = self.parser.feed(text)
-        if raw:
-            out.extend(self.validator.validate(raw))
-            if self.validator.error is not None:
-                raise self.validator.error
-
-    def _take_calls(self, out: list[T]) -> None:
-        calls, self.decoder.calls = self.decoder.calls, []
-        for key, text in calls:
-            parser = self._call_parsers.get(key)
-            if parser is None:
-                max_item, max_answer, scalar = self._limits
-                parser = TaskParser(
-                    max_item_bytes=max_item,
-                    max_answer_bytes=max_answer,
-                    scalar_items=scalar,
-                    whole=True,
-                )
-                self._call_parsers[key] = parser
-            raw = parser.feed(text)
-            if raw:
-                out.extend(self.validator.validate(raw))
-                if self.validator.error is not None:
-                    raise self.validator.error
-
-    def _one(self, decode: Any, value: Any) -> list[T]:
-        self._check()
-        out: list[T] = []
-        try:
-            text = decode(value)
-            if text:
-                self._text(text, out)
-            elif self.decoder.calls:
-                self._take_calls(out)
-        except MultitaskError as exc:
-            self._defer(exc, out)
-        self.delivered += len(out)
-        return out
-
-    def _check(self) -> None:
+    def _feed(self, step: Callable[[Any, list[E]], None], value: Any) -> list[E]:
         if self._pending is not None:
             raise self._pending
         if self._closed:
             raise RuntimeError("the extraction was closed")
+        out: list[E] = []
+        try:
+            step(value, out)
+            self._after_feed(out)
+        except MultitaskError as exc:
+            self._pending = exc  # raised now if nothing came before it, else on the next call
+            if not out:
+                raise
+        return out
 
-    def _defer(self, exc: MultitaskError, out: list[T]) -> None:
-        if not out:
-            self._pending = exc
-            raise exc
-        self._pending = exc
+    def _decode_bytes(self, data: bytes, out: list[E]) -> None:
+        for event in self.events.feed(data):
+            self._decode(event, out)
+
+    def _decode(self, event: ServerSentEvent, out: list[E]) -> None:
+        self._answer(self.decoder.event(event), out)
+
+    def _answer(self, text: str, out: list[E]) -> None:
+        if text:
+            self._absorb(self._parse(self.parser, text), out)
+        elif self.decoder.calls:
+            self._take_calls(out)
+
+    def _take_calls(self, out: list[E]) -> None:
+        calls, self.decoder.calls = self.decoder.calls, []
+        for key, text in calls:
+            parser = self._call_parsers.get(key)
+            if parser is None:
+                parser = self._call_parsers[key] = self._new_parser(whole=True)
+            self._absorb(self._parse(parser, text), out)
+
+
+class Extraction(Pipeline[T, T]):
+    """One answer being read: feed it the stream, get each validated item as it completes.
+
+    See `Pipeline` for the contract; what comes out is the validated items.
+    """
+
+    def __init__(
+        self,
+        item_type: TypeAdapter[T],
+        decoder: StreamDecoder,
+        *,
+        on_invalid: OnInvalid = "raise",
+        validation_context: Any = None,
+        max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        scalar_items: bool = True,
+    ) -> None:
+        self._limits = (max_item_bytes, max_answer_bytes, scalar_items)
+        super().__init__(
+            item_type,
+            decoder,
+            on_invalid=on_invalid,
+            validation_context=validation_context,
+            max_event_bytes=max_event_bytes,
+        )
+
+    def _new_parser(self, *, whole: bool) -> TaskParser:
+        max_item, max_answer, scalar = self._limits
+        return TaskParser(
+            max_item_bytes=max_item,
+            max_answer_bytes=max_answer,
+            scalar_items=scalar,
+            whole=whole,
+        )
+
+    def _absorb(self, parsed: list[Any], out: list[T]) -> None:
+        if not parsed:
+            return
+        valid = self.validator.validate(parsed)
+        out.extend(valid)
+        self.delivered += len(valid)
+        if self.validator.error is not None:
+            raise self.validator.error

@@ -1,7 +1,7 @@
 """The providers multitask speaks, for configuring one by hand or writing your own.
 
-    from multitask.providers import AzureOpenAI
-    client = multitask.Client("azure:my-deployment", provider=AzureOpenAI(api_version="..."))
+from multitask.providers import AzureOpenAI
+client = multitask.Client("azure:my-deployment", provider=AzureOpenAI(api_version="..."))
 """
 
 from ._providers import (

@@ -66,8 +66,8 @@ class Script:
     `{"type": "any"}`, Gemini mode ANY, with an item-shaped tool: no `tasks` parameter), each
     item is its own call (`text`, if set, is one call) and the cuts count the characters of all
     the calls' arguments in the order they are sent; `interleave` calls are open at once, their
-    argument deltas sent round-robin (OpenAI chat, Azure, Responses; Anthropic and Gemini send
-    calls one after another).
+    argument deltas sent round-robin (OpenAI chat, Azure, Responses; Anthropic sends its blocks
+    one after another, Gemini every whole call in one chunk).
 
     `finish_reason` replaces the finish reason the provider would send at the end (e.g.
     "content_filter", Anthropic "refusal", Gemini "SAFETY", Responses "failed" or an
@@ -75,7 +75,8 @@ class Script:
     `delta.refusal`, Responses as a refusal part, Anthropic ends with stop_reason `refusal`; the
     others have no refusal channel and answer the words as text. `usage` is the (input, output)
     token counts to report (default: estimated). `quirks` are OpenAI-compatible servers'
-    stream quirks (see `QUIRKS`), for chat-completions streams.
+    stream quirks (see `QUIRKS`), for chat-completions streams. `retry_after` is sent as the
+    `retry-after` header(s), except by Gemini, which says it in the error body (RetryInfo).
     """
 
     items: list[Any] = field(default_factory=list)

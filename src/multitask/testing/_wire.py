@@ -34,6 +34,7 @@ from multitask.testing._wire_base import (
     Mode,
     Provider,
     StreamPlan,
+    prompt_tokens,
     split_text,
 )
 from multitask.testing._wire_chat import (
@@ -65,6 +66,7 @@ __all__ = [
     "gemini_mode",
     "json_body",
     "openai_mode",
+    "prompt_tokens",
     "response_headers",
     "responses_mode",
     "route",
@@ -72,6 +74,8 @@ __all__ = [
     "stream_plan",
     "wants_stream",
 ]
+
+_prompt_tokens = prompt_tokens  # the name it had before the providers got modules of their own
 
 # -- routes ------------------------------------------------------------------------------------
 
@@ -309,9 +313,10 @@ def response_headers(
             ("x-content-type-options", "nosniff"),
             ("server-timing", "gfet4t7; dur=412"),
         ]
-    if retry_after is not None:
+    # Gemini says how long to wait only in its error body (a RetryInfo detail).
+    if retry_after is not None and provider != "gemini":
         headers.append(("retry-after", _seconds(retry_after)))
-        if provider not in ("gemini", "ollama"):
+        if provider != "ollama":
             headers.append(("retry-after-ms", _seconds(retry_after * 1000)))
     if extra:
         replaced = {name.lower() for name in extra}

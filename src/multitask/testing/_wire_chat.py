@@ -270,7 +270,7 @@ def chat_stream(
         options = body.get("stream_options")
         if not in_last and isinstance(options, dict) and options.get("include_usage"):
             plan.add(data({**envelope, "choices": [], "usage": usage}))
-        plan.add(b"data: [DONE]\n\n")
+        plan.add(keep_alive + b"data: [DONE]\n\n")
     return plan.build(cut, sent_text(steps))
 
 

@@ -1,0 +1,638 @@
+"""A sans-IO parser that shows each item of the `tasks` list while the model is still writing it.
+
+`TaskParser` hands out an item once its closing brace is in; a UI also wants to show the item
+growing. `PartialTaskParser` feeds the answer to ijson's C event parser (`basic_parse_coro`),
+builds each item from the events as its keys and scalar values close, and can hand out a
+snapshot of the item in progress at any time. Nothing is re-parsed: every character goes
+through the C parser once, and the string being written is tracked by a cheap scan of the
+fragments (the C parser only reports a string once it is complete).
+
+A snapshot never holds a value cut mid-token: numbers, booleans and null appear only once
+complete. Strings may be shown growing (`partial_strings=True`): the text so far, with any
+escape sequence cut at the end of a fragment held back until it is whole.
+"""
+
+from __future__ import annotations
+
+import json.decoder
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, Union
+
+import ijson  # type: ignore[import-untyped]
+from ijson.utils import sendable_list  # type: ignore[import-untyped]
+
+from ._exceptions import (
+    IncompleteOutputError,
+    ItemTooLargeError,
+    MalformedOutputError,
+    MultitaskError,
+)
+from ._taskparser import (
+    _ANY_OPENER,
+    _FENCE,
+    _LINE_OPENER,
+    _TRAILING_GARBAGE,
+    DEFAULT_MAX_ANSWER_BYTES,
+    DEFAULT_MAX_ITEM_BYTES,
+    _excerpt,
+    _yajl_message,
+)
+
+__all__ = ["ItemDone", "ItemStarted", "ItemUpdated", "PartialEvent", "PartialTaskParser"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ItemStarted:
+    """Item `index` of the answer's list has begun (its first token came in)."""
+
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemUpdated:
+    """A snapshot of item `index` so far: its completed fields, and a string being written.
+
+    `partial` is a fresh copy (a dict for object items, a list or a string for other items),
+    yours to keep or change. It never holds a number, boolean or null cut mid-token.
+    """
+
+    index: int
+    partial: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ItemDone(Generic[T]):
+    """Item `index` is complete: the validated item (from the parser alone: the raw value)."""
+
+    index: int
+    item: T
+
+
+#: What `PartialTaskParser` returns: an item began, grew, or is complete (raw, unvalidated).
+PartialEvent = Union[ItemStarted, ItemUpdated, ItemDone[Any]]  # noqa: UP007
+
+# Parser states.
+_PREAMBLE, _JSON, _DONE = 0, 1, 2
+# What the string being written is: outside any item, a key, or a value (or an item itself).
+_OTHER, _KEY, _VALUE = 0, 1, 2
+
+# The C string decoder behind `json.loads` (not in the type stubs): (text, end, strict).
+_scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+_QUOTE_OR_BACKSLASH = re.compile(r'["\\]')
+_STARTS = frozenset({"start_map", "start_array"})
+_ENDS = frozenset({"end_map", "end_array"})
+
+
+class PartialTaskParser:
+    """Push parser for `{"tasks": [item, ...]}` or a bare `[item, ...]` that shows items growing.
+
+    `feed(text)` returns the events that fragment caused: `ItemStarted` when an item begins,
+    `ItemDone` (with the raw item) when it is complete, and, with `update=True` (the default),
+    at most one `ItemUpdated` at the end for the item still in progress, if it changed.
+    Callers that throttle updates pass `update=False` and call `update()` when they want one.
+
+    Errors follow `TaskParser`: malformed JSON raises `MalformedOutputError`, but only after
+    the events before the bad spot were returned; `close()` never raises and sets `error`
+    (`IncompleteOutputError` when the list never closed). With `whole=True` the answer is a
+    single item (one tool call's arguments), numbered `first_index`.
+    """
+
+    __slots__ = (
+        "_changed",
+        "_coro",
+        "_depth",
+        "_error",
+        "_escape",
+        "_fed",
+        "_held",
+        "_held_len",
+        "_in_items",
+        "_in_string",
+        "_index",
+        "_item_start",
+        "_items_depth",
+        "_keys",
+        "_max_answer_bytes",
+        "_max_item_bytes",
+        "_partial_strings",
+        "_preamble",
+        "_quiet",
+        "_raw_events",
+        "_root_key",
+        "_saw_tasks",
+        "_slots",
+        "_stack",
+        "_started",
+        "_state",
+        "_str_kind",
+        "_str_ok",
+        "_str_parts",
+        "_str_tail",
+        "_whole",
+        "bare_array",
+        "error",
+        "items_emitted",
+    )
+
+    def __init__(
+        self,
+        *,
+        partial_strings: bool = True,
+        max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        whole: bool = False,
+        first_index: int = 0,
+    ) -> None:
+        self._partial_strings = partial_strings
+        self._max_item_bytes = max_item_bytes
+        self._max_answer_bytes = max_answer_bytes
+        self._whole = whole
+        self._state = _PREAMBLE
+        self._preamble = ""
+        self._coro: Any = None
+        self._raw_events: list[tuple[str, Any]] = sendable_list()
+        self._error: MultitaskError | None = None  # raised on the next call, after the events
+        # Text handed to the C parser, and text held back: a string still being written.
+        self._fed = 0
+        self._held: list[str] = []
+        self._held_len = 0
+        self._item_start = 0  # value of _fed when the last item was completed
+        # Lexical state at the end of all text seen.
+        self._in_string = False
+        self._escape = False
+        # Structure outside the items: open containers, the root object's last key.
+        self._depth = 0
+        self._items_depth = 0
+        self._in_items = False
+        self._root_key: str | None = None
+        self._saw_tasks = False
+        # The item in progress: its open containers (root first), the pending key of each
+        # (None: a key comes next), and where each sits in its parent.
+        self._stack: list[Any] = []
+        self._keys: list[str | None] = []
+        self._slots: list[Any] = []
+        self._index = first_index
+        self._started = False  # ItemStarted already returned for a string item
+        self._changed = False  # the item in progress changed since the last snapshot
+        # The string being written: what it is, and its decoded text so far.
+        self._str_kind = _OTHER
+        self._str_parts: list[str] = []
+        self._str_tail = ""  # an escape sequence cut by the end of a fragment
+        self._str_ok = True
+        self._quiet = False  # the string about to complete is already shown in full
+        #: After `close()`: None if the answer was whole, else what was wrong with it.
+        self.error: MultitaskError | None = None
+        #: True when the answer is a bare top-level array rather than an object.
+        self.bare_array = False
+        #: How many items were completed so far.
+        self.items_emitted = 0
+
+    @property
+    def done(self) -> bool:
+        """True once the top-level JSON value closed (or an error ended the parse)."""
+        return self._state == _DONE
+
+    @property
+    def truncated(self) -> bool:
+        """After `close()`: True when the answer stopped before its list was closed."""
+        return isinstance(self.error, IncompleteOutputError)
+
+    @property
+    def in_progress(self) -> int | None:
+        """The index of the item being written, or None between items."""
+        if self._stack or self._started:
+            return self._index
+        return None
+
+    def feed(self, text: str, *, update: bool = True) -> list[PartialEvent]:
+        """Take the next fragment of the answer; return the events it caused."""
+        if self._error is not None:
+            raise self._error
+        if self._state == _DONE or not text:
+            return []
+        events: list[PartialEvent] = []
+        try:
+            if self._state == _PREAMBLE:
+                text = self._find_json(text)
+            if text:
+                self._feed_json(text, events)
+        except MultitaskError as exc:
+            self._state = _DONE
+            if not events:
+                raise
+            self._error = exc  # hand out the events first; raise on the next call
+            return events
+        if update:
+            updated = self.update()
+            if updated is not None:
+                events.append(updated)
+        return events
+
+    def update(self) -> ItemUpdated | None:
+        """A snapshot of the item in progress, if it changed since the last one."""
+        if not self._changed or self._state != _JSON:
+            return None
+        self._changed = False
+        return ItemUpdated(self._index, self.snapshot())
+
+    def snapshot(self) -> Any:
+        """A copy of the item in progress as it stands (None between items)."""
+        growing: str | None = None
+        if self._str_kind == _VALUE and self._partial_strings and self._str_ok:
+            parts = self._str_parts
+            if len(parts) > 1:
+                parts[:] = ["".join(parts)]  # joined once; later joins start from it
+            growing = parts[0] if parts else ""
+        if not self._stack:
+            return growing if self._started else None
+        root = _copy(self._stack[0])
+        if growing is not None:
+            node = root
+            for slot in self._slots[1:]:
+                node = node[slot]
+            if type(node) is dict:
+                node[self._keys[-1]] = growing
+            else:
+                node.append(growing)
+        return root
+
+    def close(self) -> list[PartialEvent]:
+        """Say the answer ended; return the events that causes (usually none).
+
+        Never raises: afterwards `error` is None when the answer was whole, or what was wrong.
+        """
+        events: list[PartialEvent] = []
+        try:
+            if self._error is not None:
+                raise self._error
+            if self._state == _PREAMBLE:
+                start = _ANY_OPENER.search(self._preamble)
+                if start is None:
+                    raise MalformedOutputError(
+                        "the answer holds no JSON: expected an object with a 'tasks' list, got "
+                        + _excerpt(self._preamble)
+                    )
+                text, self._preamble = self._preamble[start.start() :], ""
+                self._start_json(text[0])
+                self._feed_json(text, events)
+            if self._state == _JSON and self._held:
+                text = "".join(self._held)
+                self._held.clear()
+                self._held_len = 0
+                self._send(text, events)
+            if self._state == _JSON:
+                self._state = _DONE
+                try:
+                    self._coro.close()
+                except ijson.common.JSONError as exc:
+                    if _TRAILING_GARBAGE not in str(exc):
+                        where = "the item" if self._whole else "the list"
+                        raise IncompleteOutputError(
+                            f"the answer ended inside {where}, after "
+                            f"{self.items_emitted} complete item(s)",
+                            items_delivered=self.items_emitted,
+                        ) from None
+                finally:
+                    self._handle(events)
+            if not (self.bare_array or self._whole or self._saw_tasks or self.items_emitted):
+                raise MalformedOutputError("the answer's JSON object has no 'tasks' list")
+        except MultitaskError as exc:
+            self._state = _DONE
+            self.error = exc
+        return events
+
+    # -- finding the JSON ----------------------------------------------------------------------
+
+    def _find_json(self, text: str) -> str:
+        """Skip prose and a markdown fence; return the text from the JSON's opener on, or ''."""
+        held = self._preamble
+        preamble = held + text
+        while True:
+            stripped = preamble.lstrip()
+            if not stripped:
+                break
+            if stripped[0] in "{[":
+                self._preamble = ""
+                self._start_json(stripped[0])
+                return stripped
+            # The held text had no match, so one can only begin on its last line.
+            last_line = held.rfind("\n")
+            fence = _FENCE.search(preamble, max(last_line, 0))
+            opener = _LINE_OPENER.search(preamble, last_line if last_line >= 0 else len(held))
+            if fence is not None and (opener is None or fence.start() < opener.start(1)):
+                held, preamble = "", preamble[fence.end() :]
+                if not preamble:
+                    break
+                continue
+            if opener is not None:
+                rest = preamble[opener.start(1) :]
+                self._preamble = ""
+                self._start_json(rest[0])
+                return rest
+            if len(preamble) > self._max_item_bytes:
+                raise ItemTooLargeError(
+                    f"no JSON found in the first {self._max_item_bytes} characters of the answer"
+                )
+            break
+        self._preamble = preamble
+        return ""
+
+    def _start_json(self, opener: str) -> None:
+        self.bare_array = opener == "[" and not self._whole
+        self._items_depth = 0 if self._whole else 1 if self.bare_array else 2
+        self._in_items = self._whole
+        self._coro = ijson.basic_parse_coro(self._raw_events, use_float=True)
+        self._state = _JSON
+
+    # -- feeding the C parser ------------------------------------------------------------------
+
+    def _feed_json(self, text: str, events: list[PartialEvent]) -> None:
+        """Hand the C parser everything up to the string still open at the end, if any."""
+        # A string value already shown in full that closes right at the start of `text`:
+        # its completion changes nothing a snapshot shows.
+        quiet = (
+            self._str_kind == _VALUE
+            and self._partial_strings
+            and self._str_ok
+            and not self._str_tail
+            and not self._escape
+            and text[0] == '"'
+        )
+        cut = self._scan(text)
+        if cut < 0:  # the string that was open is still being written
+            self._held.append(text)
+            self._held_len += len(text)
+            if self._str_kind == _VALUE:
+                self._grow(text)
+            self._check_size()
+            return
+        if self._held:
+            self._held.append(text[:cut])
+            chunk = "".join(self._held)
+            self._held.clear()
+            self._held_len = 0
+        else:
+            chunk = text[:cut]
+        self._quiet = quiet
+        self._str_kind = _OTHER
+        if chunk:
+            self._send(chunk, events)
+        self._quiet = False
+        if cut < len(text) and self._state == _JSON:
+            rest = text[cut:]  # from the opening quote of a string not yet closed
+            self._held.append(rest)
+            self._held_len = len(rest)
+            self._open_string(events)
+            if self._str_kind == _VALUE:
+                self._grow(rest[1:])
+        self._check_size()
+
+    def _scan(self, text: str) -> int:
+        """Track strings across `text`: where the string open at its end began (its quote).
+
+        Returns `len(text)` when no string is open at the end, and -1 when the string open
+        at the end was already open before `text`.
+        """
+        if not self._escape and "\\" not in text:
+            quotes = text.count('"')
+            if not quotes:
+                return -1 if self._in_string else len(text)
+            self._in_string = self._in_string ^ bool(quotes & 1)
+            return text.rfind('"') if self._in_string else len(text)
+        in_string = self._in_string
+        escape = False
+        opener = -1
+        pos = 1 if self._escape else 0
+        size = len(text)
+        while True:
+            if in_string:
+                match = _QUOTE_OR_BACKSLASH.search(text, pos)
+                if match is None:
+                    break
+                at = match.start()
+                if text[at] == "\\":
+                    if at + 1 >= size:
+                        escape = True
+                        break
+                    pos = at + 2
+                    continue
+                in_string = False
+                pos = at + 1
+            else:
+                at = text.find('"', pos)
+                if at < 0:
+                    break
+                in_string = True
+                opener = at
+                pos = at + 1
+        self._in_string = in_string
+        self._escape = escape
+        return opener if in_string else size
+
+    def _send(self, text: str, events: list[PartialEvent]) -> None:
+        offset = self._fed
+        self._fed += len(text)
+        if self._fed > self._max_answer_bytes:
+            self._state = _DONE
+            raise ItemTooLargeError(
+                f"the answer grew past {self._max_answer_bytes} characters "
+                f"after {self.items_emitted} item(s)"
+            )
+        try:
+            self._coro.send(text.encode())
+        except ijson.common.JSONError as exc:
+            self._handle(events)  # the events before the bad spot still count
+            self._state = _DONE
+            message = str(exc)
+            if _TRAILING_GARBAGE in message:
+                return  # the JSON value closed; what follows is prose
+            raise MalformedOutputError(
+                f"malformed JSON in the answer (within characters {offset}-{self._fed} of the "
+                f"JSON text, after {self.items_emitted} item(s)): {_yajl_message(message)}",
+                offset=offset,
+            ) from None
+        self._handle(events)
+
+    def _check_size(self) -> None:
+        seen = self._fed + self._held_len
+        if seen > self._max_answer_bytes:
+            self._state = _DONE
+            raise ItemTooLargeError(
+                f"the answer grew past {self._max_answer_bytes} characters "
+                f"after {self.items_emitted} item(s)"
+            )
+        if seen - self._item_start > self._max_item_bytes:
+            self._state = _DONE
+            raise ItemTooLargeError(
+                f"item {self.items_emitted} is larger than {self._max_item_bytes} characters"
+            )
+
+    # -- building items from the C parser's events ---------------------------------------------
+
+    def _handle(self, events: list[PartialEvent]) -> None:
+        raw = self._raw_events
+        if not raw:
+            return
+        stack = self._stack
+        for event, value in raw:
+            if stack:
+                if event == "map_key":
+                    self._keys[-1] = value
+                elif event in _STARTS:
+                    child: Any = {} if event == "start_map" else []
+                    self._slots.append(self._attach(child))
+                    stack.append(child)
+                    self._keys.append(None)
+                    self._changed = True
+                elif event in _ENDS:
+                    root = stack[0]
+                    stack.pop()
+                    self._keys.pop()
+                    self._slots.pop()
+                    if not stack:
+                        self._complete(root, events)
+                else:
+                    self._attach(value)
+                    if self._quiet:
+                        self._quiet = False
+                    else:
+                        self._changed = True
+            else:
+                self._outer(event, value, events)
+        raw.clear()
+
+    def _outer(self, event: str, value: Any, events: list[PartialEvent]) -> None:
+        """An event outside any item: the start of one, or the structure around the list."""
+        depth = self._depth
+        if self._in_items and depth == self._items_depth:
+            if event in _STARTS:
+                root: Any = {} if event == "start_map" else []
+                self._stack.append(root)
+                self._keys.append(None)
+                self._slots.append(None)
+                if not self._started:
+                    events.append(ItemStarted(self._index))
+                self._started = False
+                self._changed = False
+                return
+            if event == "end_array":
+                self._in_items = False
+                self._depth = depth - 1
+                return
+            if event != "map_key":  # a scalar item
+                if not self._started:
+                    events.append(ItemStarted(self._index))
+                self._complete(value, events)
+                return
+        if event == "map_key":
+            if depth == 1:
+                self._root_key = value
+        elif event == "start_array":
+            if (depth == 0 and self.bare_array) or (
+                depth == 1 and not self.bare_array and self._root_key == "tasks"
+            ):
+                self._in_items = True
+                self._saw_tasks = True
+            self._depth = depth + 1
+        elif event == "start_map":
+            self._depth = depth + 1
+        elif event in _ENDS:
+            self._depth = depth - 1
+
+    def _attach(self, value: Any) -> Any:
+        """Put a value into the innermost open container; return where it went."""
+        top = self._stack[-1]
+        if type(top) is dict:
+            key = self._keys[-1]
+            top[key] = value
+            self._keys[-1] = None
+            return key
+        top.append(value)
+        return len(top) - 1
+
+    def _complete(self, item: Any, events: list[PartialEvent]) -> None:
+        events.append(ItemDone(self._index, item))
+        self._index += 1
+        self.items_emitted += 1
+        self._item_start = self._fed
+        self._started = False
+        self._changed = False
+        if self._whole:
+            self._in_items = False
+
+    # -- the string being written --------------------------------------------------------------
+
+    def _open_string(self, events: list[PartialEvent]) -> None:
+        """A string opened and did not close: say what it is (the C parser is up to its quote)."""
+        if self._stack:
+            top = self._stack[-1]
+            kind = _KEY if type(top) is dict and self._keys[-1] is None else _VALUE
+        elif self._in_items and self._depth == self._items_depth:
+            kind = _VALUE  # the item itself is a string
+            events.append(ItemStarted(self._index))
+            self._started = True
+            self._changed = False
+        else:
+            kind = _OTHER
+        self._str_kind = kind
+        self._str_parts = []
+        self._str_tail = ""
+        self._str_ok = True
+
+    def _grow(self, raw: str) -> None:
+        """Add the next piece of the string's JSON text (no closing quote) to its decoded text."""
+        if not self._partial_strings or not self._str_ok:
+            return
+        if self._str_tail:
+            raw = self._str_tail + raw
+            self._str_tail = ""
+        if "\\" in raw:
+            cut = _whole_escapes(raw)
+            raw, self._str_tail = raw[:cut], raw[cut:]
+            if raw:
+                try:
+                    raw = _scanstring(raw + '"', 0, False)[0]
+                except ValueError:
+                    self._str_ok = False  # a bad escape: the C parser will say so
+                    return
+        if raw:
+            self._str_parts.append(raw)
+            self._changed = True
+
+
+def _whole_escapes(raw: str) -> int:
+    """How much of a string's JSON text has no escape sequence cut off at its end."""
+    size = len(raw)
+    at = raw.find("\\")
+    while at >= 0:
+        if at + 1 >= size:
+            return at
+        if raw[at + 1] != "u":
+            at = raw.find("\\", at + 2)
+            continue
+        if at + 6 > size:
+            return at
+        if raw[at + 2] in "dD" and raw[at + 3] in "89abAB":  # a high surrogate: wait for its pair
+            if at + 6 == size or (raw[at + 6] == "\\" and at + 7 == size):
+                return at
+            if raw.startswith("\\u", at + 6):
+                if at + 12 > size:
+                    return at
+                at = raw.find("\\", at + 12)
+                continue
+        at = raw.find("\\", at + 6)
+    return size
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts, lists and immutable scalars)."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _copy(child) for key, child in value.items()}
+    if kind is list:
+        return [_copy(child) for child in value]
+    return value

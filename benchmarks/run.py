@@ -280,10 +280,10 @@ def end_to_end(quick: bool, tokens_per_second: float, notes: list[str]) -> list[
         contenders.append("pydantic-ai")
     else:
         _note(notes, "pydantic-ai not importable: end-to-end column skipped")
-    small_items, long_size = (5, 1024) if quick else (20, 4096)
+    small_items, long_size = (5, 1024) if quick else (20, 2048)
     configs = [
         # kind, items per stream, string size, concurrent streams, rounds
-        ("small", small_items, 0, 1, 2 if quick else 5),
+        ("small", small_items, 0, 1, 2 if quick else 3),
         ("small", small_items, 0, 200, 1),
         ("long", 1, long_size, 1, 1),
         ("long", 1, long_size, 200, 1),
@@ -597,19 +597,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser_rows: list[Row] = []
     e2e_rows: list[Row] = []
     memory_rows: list[Row] = []
+    load: dict[str, list[float]] = {}
+    results["meta"]["load_average"] = load
     if "parser" in only:
         print(f"1. parser overhead (in memory, best of {repeat}, process CPU time)", flush=True)
+        load["parser start"] = list(os.getloadavg())
         parser_rows = parser_overhead(args.quick, repeat, notes)
+        load["parser end"] = list(os.getloadavg())
         results["parser"] = parser_rows
         sections.append(("1. Parser overhead: CPU per item, in memory", parser_table(parser_rows)))
     if "e2e" in only:
         print("2. end to end over HTTP (client process CPU time)", flush=True)
+        load["e2e start"] = list(os.getloadavg())
         e2e_rows = end_to_end(args.quick, args.tokens_per_second, notes)
+        load["e2e end"] = list(os.getloadavg())
         results["e2e"] = e2e_rows
         sections.append(("2. End to end over HTTP, scripted server", e2e_table(e2e_rows)))
     if "memory" in only:
         print("3. memory (peak RSS, a fresh process per figure)", flush=True)
+        load["memory start"] = list(os.getloadavg())
         memory_rows = memory(args.quick, notes)
+        load["memory end"] = list(os.getloadavg())
         results["memory"] = memory_rows
         sections.append(("3. Memory: peak RSS of one stream", memory_table(memory_rows)))
     target_rows = targets(parser_rows, e2e_rows, memory_rows)
@@ -623,6 +631,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Targets\n\n{targets_table(target_rows)}\n")
     for note in notes:
         print(f"note: {note}")
+    print(
+        "load average (1 min) at each section's start and end: "
+        + ", ".join(f"{k} {v[0]:.1f}" for k, v in load.items())
+    )
     print(f"({results['meta']['seconds']:.0f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")

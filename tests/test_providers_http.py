@@ -339,12 +339,6 @@ async def test_gemini_truncated_function_call_sends_no_call() -> None:
     assert run.stream.finish_reason == "MAX_TOKENS"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Extraction.close only raises IncompleteOutputError for a length/max_tokens finish "
-    "when a parser is left inside an item; in parallel_tools mode a cut between two calls (or "
-    "Gemini's, which never sends a cut call) ends the stream as if complete",
-)
 @pytest.mark.parametrize("name", ["gemini", "openai", "anthropic"])
 async def test_parallel_truncation_between_calls_raises(name: str) -> None:
     script = Script(items=USERS, truncate_after=len(json.dumps(USERS[0])) * 2)
@@ -372,29 +366,17 @@ async def test_http_error_status_message_and_retry_after(name: str) -> None:
     assert run.error.status_code == p.status
     assert p.status_error in str(run.error)
     assert len(server.requests) == 1  # max_retries=0
-    if name == "gemini":
-        # Gemini puts the delay only in the body: see the xfail test below.
+    if name == "gemini":  # Gemini puts the delay only in the body, as a RetryInfo detail
         assert run.error.body["error"]["details"][0]["retryDelay"] == "2.5s"
-    else:
-        assert run.error.retry_after == 2.5
+    assert run.error.retry_after == 2.5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Provider.error reads the delay only from retry-after headers; Gemini sends it as "
-    "a google.rpc.RetryInfo `retryDelay` in the error body, so retry_after stays None",
-)
 async def test_gemini_retry_delay_from_the_error_body() -> None:
     run, _, _ = await serve_one(Script(status=429, retry_after=7), "gemini")
     assert isinstance(run.error, multitask.APIStatusError)
     assert run.error.retry_after == 7.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_error_details takes error.code (the number 429) before error.status, so a "
-    "Gemini error's error_type is '429', not its own type 'RESOURCE_EXHAUSTED'",
-)
 async def test_gemini_error_type_is_its_status() -> None:
     run, _, _ = await serve_one(Script(status=429), "gemini")
     assert isinstance(run.error, multitask.APIStatusError)
@@ -445,11 +427,6 @@ async def test_azure_content_filter_after_the_items_before_it() -> None:
     assert run.stream.finish_reason == "content_filter"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Azure refuses a filtered prompt with HTTP 400 code 'content_filter'; the client "
-    "raises a plain APIStatusError, while Gemini's blocked prompt is a ContentFilterError",
-)
 async def test_azure_prompt_filter_is_a_content_filter_error() -> None:
     body = {
         "error": {

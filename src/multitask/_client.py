@@ -317,7 +317,7 @@ class Client:
                     request.method, request.url, headers=headers, json=request.json, timeout=timeout
                 ) as response:
                     limiter.observe(response.headers)
-                    if response.status_code >= 400:
+                    if response.status_code >= 300:  # redirects are not followed: see error()
                         body = await _read_capped(response)
                         raise self.provider.error(response.status_code, response.headers, body)
                     _check_content_type(response)

@@ -156,9 +156,11 @@ class Pipeline(Generic[T, E]):
                 outcome = self.decoder.outcome_error(self.delivered)
                 if isinstance(outcome, RefusalError):
                     error = outcome
-                elif parsed is not None:
+                elif parsed is not None or (self._call_parsers and outcome is not None):
                     # A cut-off or filtered finish explains a broken answer better than the
-                    # parse error it caused (even one with no JSON yet).
+                    # parse error it caused (even one with no JSON yet). With one tool call
+                    # per item, a cut between two calls leaves every call whole: the finish
+                    # reason alone says items are missing.
                     error = outcome if outcome is not None else parsed
                     if isinstance(error, IncompleteOutputError):
                         error.items_delivered = self.delivered

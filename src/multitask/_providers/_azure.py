@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
-from .._exceptions import MultitaskError
+from .._exceptions import ContentFilterError, MultitaskError, ProviderError
 from ._openai_chat import OpenAIChat
 from ._provider import register_provider
 from ._request import RequestSpec
@@ -56,6 +57,18 @@ class AzureOpenAI(OpenAIChat):
         if self._ad_token:
             return {"authorization": f"Bearer {self._ad_token}"}
         return {"api-key": self._api_key} if self._api_key else {}
+
+    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> MultitaskError:
+        """Azure refuses a prompt its filter blocks with a 400 whose code is `content_filter`."""
+        error = super().error(status, headers, body)
+        data = error.body if isinstance(error, ProviderError) else None
+        details = data.get("error") if isinstance(data, dict) else None
+        if isinstance(details, dict) and details.get("code") == "content_filter":
+            return ContentFilterError(
+                f"Azure's content filter refused the prompt (HTTP {status}): "
+                f"{details.get('message') or 'no message'}"
+            )
+        return error
 
     def check_credentials(self) -> None:
         if not self.base_url:

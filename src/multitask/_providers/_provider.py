@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from pydantic_core import from_json
 
-from .._exceptions import APIStatusError, MultitaskError, ProviderError
+from .._exceptions import APIStatusError, MultitaskError
 from ._base import AnswerSource, StreamDecoder
 from ._request import HTTPRequest, Mode, RequestSpec
 
@@ -81,14 +81,21 @@ class Provider:
             return self.make_decoder("calls")
         return self.make_decoder("content" if mode in ("json", "json_schema") else "tool")
 
-    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> MultitaskError:
         """The exception for an HTTP error response, with the provider's own message."""
         message, error_type = _error_details(body)
         retry_after = parse_retry_after(headers)
+        if retry_after is None:
+            retry_after = _retry_delay_in_body(body)
         text = f"{self.name} answered HTTP {status}"
         if error_type:
             text += f" ({error_type})"
         text += f": {message}" if message else ""
+        if 300 <= status < 400:
+            text += (
+                f" (a redirect to {headers.get('location') or 'nowhere'}, not followed: the API "
+                "key would go with it; check base_url)"
+            )
         if retry_after is not None:
             text += f" (retry after {retry_after:g}s)"
         return APIStatusError(
@@ -191,7 +198,7 @@ def _error_details(body: bytes) -> tuple[str, str | None]:
         error = data.get("error", data)
         if isinstance(error, dict):
             message = error.get("message") or error.get("detail") or ""
-            kind = error.get("type") or error.get("code") or error.get("status")
+            kind = error.get("type") or error.get("status") or error.get("code")
             return str(message), (str(kind) if kind else None)
         if isinstance(error, str):
             return error, None
@@ -199,3 +206,18 @@ def _error_details(body: bytes) -> tuple[str, str | None]:
     if text.lstrip().startswith("<"):
         return "the body was an HTML page, not an API error (a proxy or wrong base URL?)", None
     return text[:300], None
+
+
+def _retry_delay_in_body(body: bytes) -> float | None:
+    """Google's `RetryInfo` detail: `{"@type": ".../google.rpc.RetryInfo", "retryDelay": "7s"}`."""
+    data = _safe_json(body)
+    error = data.get("error") if isinstance(data, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else ():
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("RetryInfo"):
+            delay = str(detail.get("retryDelay") or "")
+            try:
+                return max(0.0, float(delay.removesuffix("s")))
+            except ValueError:
+                return None
+    return None

@@ -8,6 +8,8 @@ the last content chunk, `reasoning_content`, a `tool_calls` finish with the answ
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._openai_chat import OpenAIChat
 from ._provider import register_provider
 from ._request import Mode
@@ -55,64 +57,40 @@ def register_openai_compatible(
     return provider
 
 
-#: The presets: (name, base URL, key variable, local server, extra settings).
+# Local servers need no key. llama.cpp and LM Studio constrain output with a JSON schema
+# reliably, while their tool calling depends on the model's chat template. Mistral forces a
+# tool with "any" and reports usage without being asked through `stream_options`.
+_LOCAL: dict[str, Any] = {"key_required": False}
+_PRESETS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "vllm": (
+        "http://localhost:8000/v1",
+        "VLLM_API_KEY",
+        {**_LOCAL, "base_url_env": "VLLM_BASE_URL"},
+    ),
+    "llamacpp": (
+        "http://localhost:8080/v1",
+        "LLAMA_API_KEY",
+        {**_LOCAL, "base_url_env": "LLAMACPP_BASE_URL", "default_mode": "json_schema"},
+    ),
+    "lmstudio": (
+        "http://localhost:1234/v1",
+        "LM_API_TOKEN",
+        {**_LOCAL, "base_url_env": "LMSTUDIO_BASE_URL", "default_mode": "json_schema"},
+    ),
+    "groq": ("https://api.groq.com/openai/v1", "GROQ_API_KEY", {}),
+    "together": ("https://api.together.xyz/v1", "TOGETHER_API_KEY", {}),
+    "fireworks": ("https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY", {}),
+    "deepseek": ("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", {}),
+    "mistral": (
+        "https://api.mistral.ai/v1",
+        "MISTRAL_API_KEY",
+        {"tool_choice": "any", "stream_usage": False},
+    ),
+    "openrouter": ("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", {}),
+}
+
+#: The registered presets, by name.
 PRESETS: dict[str, type[OpenAIChat]] = {
-    # Local servers: no key needed. llama.cpp and LM Studio constrain output with a JSON
-    # schema reliably; their tool calling depends on the model's chat template.
-    "vllm": register_openai_compatible(
-        "vllm",
-        base_url="http://localhost:8000/v1",
-        api_key_env=("VLLM_API_KEY",),
-        base_url_env="VLLM_BASE_URL",
-        key_required=False,
-    ),
-    "llamacpp": register_openai_compatible(
-        "llamacpp",
-        base_url="http://localhost:8080/v1",
-        api_key_env=("LLAMA_API_KEY",),
-        base_url_env="LLAMACPP_BASE_URL",
-        key_required=False,
-        default_mode="json_schema",
-    ),
-    "lmstudio": register_openai_compatible(
-        "lmstudio",
-        base_url="http://localhost:1234/v1",
-        api_key_env=("LM_API_TOKEN",),
-        base_url_env="LMSTUDIO_BASE_URL",
-        key_required=False,
-        default_mode="json_schema",
-    ),
-    # Hosted services.
-    "groq": register_openai_compatible(
-        "groq",
-        base_url="https://api.groq.com/openai/v1",
-        api_key_env=("GROQ_API_KEY",),
-    ),
-    "together": register_openai_compatible(
-        "together",
-        base_url="https://api.together.xyz/v1",
-        api_key_env=("TOGETHER_API_KEY",),
-    ),
-    "fireworks": register_openai_compatible(
-        "fireworks",
-        base_url="https://api.fireworks.ai/inference/v1",
-        api_key_env=("FIREWORKS_API_KEY",),
-    ),
-    "deepseek": register_openai_compatible(
-        "deepseek",
-        base_url="https://api.deepseek.com/v1",
-        api_key_env=("DEEPSEEK_API_KEY",),
-    ),
-    "mistral": register_openai_compatible(
-        "mistral",
-        base_url="https://api.mistral.ai/v1",
-        api_key_env=("MISTRAL_API_KEY",),
-        tool_choice="any",
-        stream_usage=False,
-    ),
-    "openrouter": register_openai_compatible(
-        "openrouter",
-        base_url="https://openrouter.ai/api/v1",
-        api_key_env=("OPENROUTER_API_KEY",),
-    ),
+    name: register_openai_compatible(name, base_url=url, api_key_env=(key,), **quirks)
+    for name, (url, key, quirks) in _PRESETS.items()
 }

@@ -19,6 +19,8 @@ skipped so that the fuzzer can look past them; `MULTITASK_FUZZ_STRICT=1` stops o
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import os
 import sys
@@ -27,7 +29,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import atheris
+import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
 with atheris.instrument_imports():
     from pydantic import BaseModel
@@ -94,22 +96,43 @@ def tolerant(cls: type[StreamDecoder]) -> type[StreamDecoder]:
 TOLERANT = {cls: tolerant(cls) for cls in DECODERS}
 
 
+#: How often each known bug was met (printed when one is first met, then every 20,000 runs;
+#: libFuzzer ends the process without running atexit handlers).
+SKIPPED: collections.Counter[str] = collections.Counter()
+RUNS = [0]
+
+
+def skip(name: str) -> None:
+    SKIPPED[name] += 1
+    if SKIPPED[name] == 1:
+        print(f"known bug met (skipped): {name}", file=sys.stderr)
+
+
 def known(exc: BaseException) -> bool:
-    if STRICT:
-        return False
+    """Whether `exc` is a known bug (counted), unless MULTITASK_FUZZ_STRICT is set."""
+    files = [(f.filename, f.name) for f in traceback.extract_tb(exc.__traceback__)]
+    name = ""
     if isinstance(exc, KnownBug):
-        return True
-    frames = traceback.extract_tb(exc.__traceback__)
-    if isinstance(exc, UnicodeDecodeError):  # a lone low surrogate escape in the answer
-        return any(f.name == "_send" and f.filename.endswith("_taskparser.py") for f in frames)
-    if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
-        return any(f.filename.endswith("_sse.py") for f in frames)  # retry: 5000 digits
-    return False
+        name = "decoder trusts event shapes"
+    elif isinstance(exc, UnicodeDecodeError) and any(
+        path.endswith("_taskparser.py") and function == "_send" for path, function in files
+    ):
+        name = "lone low surrogate escape in the answer"
+    elif (
+        isinstance(exc, ValueError)
+        and "integer string conversion" in str(exc)
+        and any(path.endswith("_sse.py") for path, _ in files)
+    ):
+        name = "retry: field of 4300+ digits"
+    if not name or STRICT:
+        return False
+    skip(name)
+    return True
 
 
 def pieces(body: bytes, cuts: list[int]) -> list[bytes]:
     points = [0, *sorted(c % (len(body) + 1) for c in cuts), len(body)]
-    return [body[a:b] for a, b in zip(points, points[1:], strict=False)]
+    return [body[a:b] for a, b in itertools.pairwise(points)]
 
 
 def outcome_of(target: str, chunks: list[bytes]) -> tuple[Any, str | None]:
@@ -132,7 +155,7 @@ def outcome_of(target: str, chunks: list[bytes]) -> tuple[Any, str | None]:
             bounds.append(min(len(text), bounds[-1] + len(chunk)))
         items: list[Any] = []
         try:
-            for a, b in zip(bounds, bounds[1:], strict=False):
+            for a, b in itertools.pairwise(bounds):
                 items += parser.feed(text[a:b])
         except MultitaskError as exc:  # raised by a feed, or said by close(): the same
             return (json.dumps(items, default=repr), type(exc).__name__)
@@ -154,6 +177,9 @@ def outcome_of(target: str, chunks: list[bytes]) -> tuple[Any, str | None]:
 
 
 def test_one_input(data: bytes) -> None:
+    RUNS[0] += 1
+    if RUNS[0] % 20_000 == 0 and SKIPPED:
+        print(f"known bugs skipped so far: {dict(SKIPPED)}", file=sys.stderr)
     if len(data) < 2:
         return
     target = TARGETS[data[0] % len(TARGETS)]
@@ -168,8 +194,12 @@ def test_one_input(data: bytes) -> None:
         if known(exc):
             return
         raise
-    if whole != split and not (probe_bug(whole, split, body) and not STRICT):
-        raise AssertionError(f"{target}: split {cuts} changed the outcome: {whole} != {split}")
+    if whole == split:
+        return
+    if probe_bug(whole, split, body) and not STRICT:
+        skip("'tasks' key found by substring")
+        return
+    raise AssertionError(f"{target}: split {cuts} changed the outcome: {whole} != {split}")
 
 
 def probe_bug(whole: tuple[Any, str | None], split: tuple[Any, str | None], body: bytes) -> bool:
@@ -199,7 +229,7 @@ def seed_bodies() -> list[tuple[int, bytes]]:
             out += [(target, p.read_bytes()) for p in captures]
         elif name.startswith("taskparser"):
             out.append((target, json.dumps({"tasks": users}).encode()))
-            out.append((target, b"Sure:\n```json\n[1, \"a\", {\"b\": null}]\n```"))
+            out.append((target, b'Sure:\n```json\n[1, "a", {"b": null}]\n```'))
         elif ":" in name:
             out += [(target, p.read_bytes()) for p in captures]
     for provider in _wire.PROVIDERS:

@@ -423,14 +423,16 @@ async def test_break_without_async_with_closes_the_connection(
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="_client.py Client._run never closes `response.aiter_bytes()`: a stream left early "
-    "(break, cancellation between reads, an error after items) leaves httpx's and httpcore's "
-    "async generators to the garbage collector, whose finalizer closes them later (on asyncio "
-    "in a task of its own), after the stream was 'closed on the spot'",
+    reason="_client.py Client._run never closes the body iterator it takes from httpx "
+    "(`response.aiter_raw()`, `aiter_bytes()` before): a stream left early (break, cancellation "
+    "between reads, an error after items) leaves it, and the generators under it, to the garbage "
+    "collector, whose finalizer closes them later (on asyncio in a task of its own), after the "
+    "stream was 'closed on the spot'",
 )
 async def test_closing_a_stream_leaves_no_generator_to_the_gc(
     served: Served, anyio_backend: str
 ) -> None:
+    """The generators the library itself holds are closed, not finalized by the GC."""
     hooks = sys.get_asyncgen_hooks()
     finalized: list[str] = []
 
@@ -450,4 +452,10 @@ async def test_closing_a_stream_leaves_no_generator_to_the_gc(
         await client.aclose()
     finally:
         sys.set_asyncgen_hooks(*hooks)
-    assert finalized == []
+    # What httpx's own iterators leave to the GC once closed is httpx's business (upstream);
+    # the iterator `_run` holds, and `_run` itself, must be closed.
+    held = {
+        "Client._run",
+        *(f"Response.aiter_{kind}" for kind in ("bytes", "raw", "text", "lines")),
+    }
+    assert held.isdisjoint(finalized), finalized

@@ -123,7 +123,7 @@ class Pipeline(Generic[T, E]):
 
     def feed_payload(self, payload: Mapping[str, Any]) -> list[E]:
         """Feed one parsed provider event (an SSE event's JSON, or an SDK chunk as a dict)."""
-        return self._feed(lambda p, out: self._answer(self.decoder.payload(p), out), payload)
+        return self._feed(lambda p, out: self._answer(self.decoder.read(p), out), payload)
 
     def feed_text(self, text: str) -> list[E]:
         """Feed answer text directly (a complete response's arguments or content)."""

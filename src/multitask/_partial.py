@@ -443,8 +443,8 @@ class PartialTaskParser:
                 f"after {self.items_emitted} item(s)"
             )
         try:
-            self._coro.send(text.encode())
-        except ijson.common.JSONError as exc:
+            self._coro.send(text.encode("utf-8", "replace"))  # a lone surrogate becomes ?
+        except (ijson.common.JSONError, UnicodeDecodeError) as exc:
             self._handle(events)  # the events before the bad spot still count
             self._state = _DONE
             message = str(exc)

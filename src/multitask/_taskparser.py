@@ -8,6 +8,7 @@ returns each raw item the moment its closing brace has been fed. It does no vali
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -59,16 +60,15 @@ class TaskParser:
         "_error",
         "_escape",
         "_fed",
+        "_head",
         "_in_string",
         "_item_start",
         "_items",
         "_max_answer_bytes",
         "_max_item_bytes",
         "_preamble",
-        "_saw_tasks",
         "_state",
         "_string_items",
-        "_tail",
         "_whole",
         "bare_array",
         "error",
@@ -99,8 +99,7 @@ class TaskParser:
         self._item_start = 0  # value of _fed when the last item was emitted
         self._in_string = False
         self._escape = False
-        self._saw_tasks = False
-        self._tail = ""
+        self._head: list[str] | None = []  # the JSON text before the first item
         self._error: MultitaskError | None = None  # raised on the next call, after items
         #: After `close()`: None if the answer was whole, else what was wrong with it.
         self.error: MultitaskError | None = None
@@ -166,7 +165,9 @@ class TaskParser:
                             f"{self.items_emitted} complete item(s)",
                             items_delivered=self.items_emitted,
                         ) from None
-            if not (self.bare_array or self._whole or self._saw_tasks or self.items_emitted):
+            if not (self.bare_array or self._whole or self.items_emitted) and not _has_tasks(
+                self._head
+            ):
                 raise MalformedOutputError("the answer's JSON object has no 'tasks' list")
         except MultitaskError as exc:
             self._state = _DONE
@@ -213,6 +214,8 @@ class TaskParser:
 
     def _start_json(self, opener: str) -> None:
         self.bare_array = opener == "[" and not self._whole
+        if self.bare_array or self._whole:
+            self._head = None
         prefix = "" if self._whole else "item" if self.bare_array else "tasks.item"
         self._coro = ijson.items_coro(self._items, prefix, use_float=True)
         self._state = _JSON
@@ -224,12 +227,13 @@ class TaskParser:
             return []  # kept out of the buffer: sending b"" would tell ijson the input ended
         self._buffer.append(text)
         self._buffered += len(text)
-        if not (self._saw_tasks or self.bare_array or self._whole):
-            probe = self._tail + text
-            if '"tasks"' in probe:
-                self._saw_tasks = True
-            else:
-                self._tail = probe[-6:]
+        head = self._head
+        if head is not None:
+            # Until the first item, keep the text: at the end it tells whether the object has
+            # a top-level `tasks` list at all (an empty answer and a wrong one look alike).
+            head.append(text)
+            if self._fed + self._buffered > self._max_item_bytes:
+                self._head = None
         if self._may_finish(text):
             return self._flush()
         if self._fed + self._buffered - self._item_start > self._max_item_bytes:
@@ -290,6 +294,7 @@ class TaskParser:
             return []
         out = list(items)
         items.clear()
+        self._head = None
         self.items_emitted += len(out)
         self._item_start = self._fed
         return out
@@ -306,8 +311,8 @@ class TaskParser:
                 f"after {self.items_emitted} item(s)"
             )
         try:
-            self._coro.send(text.encode())
-        except ijson.common.JSONError as exc:
+            self._coro.send(text.encode("utf-8", "replace"))  # a lone surrogate becomes ?
+        except (ijson.common.JSONError, UnicodeDecodeError) as exc:
             message = str(exc)
             if _TRAILING_GARBAGE in message:
                 self._state = _DONE  # the JSON value closed; what follows is prose
@@ -335,3 +340,17 @@ def _yajl_message(message: str) -> str:
 def _excerpt(text: str, limit: int = 80) -> str:
     text = text.strip()
     return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _has_tasks(head: list[str] | None) -> bool:
+    """Whether the JSON text (maybe followed by prose) is an object with a `tasks` list.
+
+    With no text kept (it grew past the item limit), give it the benefit of the doubt.
+    """
+    if head is None:
+        return True
+    try:
+        value, _ = json.JSONDecoder().raw_decode("".join(head).lstrip())
+    except ValueError:
+        return True  # not a whole value: the truncation or syntax error is reported instead
+    return isinstance(value, dict) and isinstance(value.get("tasks"), list)

@@ -37,9 +37,21 @@ class Usage:
     output_tokens: int = 0
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        # Counts come from the wire: a string or a float must not break arithmetic later.
+        self.input_tokens = _count(self.input_tokens)
+        self.output_tokens = _count(self.output_tokens)
+
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 class StreamDecoder:
@@ -82,7 +94,29 @@ class StreamDecoder:
             raise StreamDecodeError(f"event data is not JSON: {event.data[:80]!r}") from None
         if not isinstance(obj, dict):
             raise StreamDecodeError(f"event data is not a JSON object: {event.data[:80]!r}")
-        return self.payload(obj, event.event)
+        return self.read(obj, event.event)
+
+    def read(self, obj: Mapping[str, Any], event: str = "message") -> str:
+        """`payload`, guarded: an event of the wrong shape is a `StreamDecodeError`, never a
+        `KeyError` or `TypeError` from deep inside a decoder."""
+        calls = len(self.calls)
+        try:
+            text = self.payload(obj, event)
+            if not isinstance(text, str) or not isinstance(self.refusal, str):
+                raise TypeError("answer text that is not a string")
+            if self.finish_reason is not None and not isinstance(self.finish_reason, str):
+                raise TypeError("a finish reason that is not a string")
+            for key, fragment in self.calls[calls:]:
+                hash(key)
+                if not isinstance(fragment, str):
+                    raise TypeError("tool call arguments that are not a string")
+        except (LookupError, TypeError, AttributeError) as exc:
+            del self.calls[calls:]
+            raise StreamDecodeError(
+                f"a {event!r} event of an unexpected shape ({type(exc).__name__}: {exc}): "
+                f"{str(dict(obj))[:120]}"
+            ) from None
+        return text
 
     def payload(self, obj: Mapping[str, Any], event: str = "message") -> str:
         """Decode one parsed event (an SSE event's JSON, or an SDK chunk as a dict)."""

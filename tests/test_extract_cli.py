@@ -19,13 +19,13 @@ import pytest
 from multitask._cli import main
 from multitask.testing import RecordedRequest, Script, ScriptedModelServer
 
-SCHEMA = '''
+SCHEMA = """
 from pydantic import BaseModel
 
 class User(BaseModel):
     name: str
     age: int
-'''
+"""
 
 
 def users_for(text: str) -> list[dict[str, Any]]:

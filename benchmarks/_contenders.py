@@ -50,9 +50,11 @@ def _decoder(provider: Provider) -> StreamDecoder:
 # -- multitask -------------------------------------------------------------------------------
 
 
-def run_multitask(provider: Provider, model: type[BaseModel], events: Iterable[bytes]) -> int:
+def run_multitask(
+    provider: Provider, model: type[BaseModel], events: Iterable[bytes], **limits: Any
+) -> int:
     """Feed every event to a fresh extraction; return how many valid items came out."""
-    extraction = MultiTask(model).extraction(_decoder(provider))
+    extraction = MultiTask(model).extraction(_decoder(provider), **limits)
     feed = extraction.feed_bytes
     n = 0
     for event in events:
@@ -234,12 +236,12 @@ def sdk_objects(provider: Provider, events: list[bytes]) -> list[Any]:
         headers={"content-type": "text/event-stream"},
         request=http.Request("POST", "http://127.0.0.1:9/v1/messages"),
     )
-    stream = anthropic.Stream(
+    events_stream: Any = anthropic.Stream(
         cast_to=RawMessageStreamEvent,  # type: ignore[arg-type]
         response=response,
         client=_sdk_clients()[1],
     )
-    return list(stream)
+    return list(events_stream)
 
 
 @cache

@@ -45,7 +45,8 @@ async def _multitask(url: str, model: type[BaseModel]) -> tuple[Runner, Callable
     await client.__aenter__()
 
     async def run(prompt: str, record: Record) -> None:
-        async with client.extract_stream(model, prompt) as stream:
+        stream: multitask.ItemStream[BaseModel] = client.extract_stream(model, prompt)
+        async with stream:
             async for item in stream:
                 record(item)
 
@@ -65,7 +66,7 @@ async def _instructor(url: str, model: type[BaseModel]) -> tuple[Runner, Callabl
     client = instructor.from_openai(sdk, mode=instructor.Mode.TOOLS)
 
     async def run(prompt: str, record: Record) -> None:
-        stream = client.chat.completions.create_iterable(
+        stream: Any = client.chat.completions.create_iterable(
             model="bench",
             messages=[{"role": "user", "content": prompt}],
             response_model=model,

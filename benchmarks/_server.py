@@ -6,9 +6,10 @@ It prints `PORT <n>` once listening and serves until SIGTERM or SIGINT. Each req
 message names its answer, `bench:<kind>:<items>:<size>:<stream id>` (kind `small` or `long`),
 and each item carries `<stream id>:<k>` in its first field, so the client can tell items apart.
 After a stream, one JSON line goes to the log: the stream id, how many SSE events it sent,
-and for every item the `time.time()` at which the event holding its closing brace had been
-handed to the socket. The client stamps `time.time()` when it holds the validated item; both
-clocks are this machine's, so the difference is the client's item delay.
+and for every item the `time.time()` at which the event holding its closing brace was
+handed to the socket (just before the send call). The client stamps `time.time()` when it
+holds the validated item; both clocks are this machine's, so the difference is the client's
+item delay (including the server's send call, a few microseconds).
 """
 
 from __future__ import annotations
@@ -79,12 +80,14 @@ class TimedServer(ScriptedModelServer):
 
         async def timed_send(data: bytes, *, last: bool = False) -> None:
             nonlocal sends
-            await send(data, last=last)
             keys = completing.get(sends - 1)  # the first send is the response head
             sends += 1
             if keys:
+                # Stamped as the bytes are handed to the socket: a stamp taken after the
+                # send could come after the client, scheduled first, already had the item.
                 now = time.time()
                 sent.extend((key, now) for key in keys)
+            await send(data, last=last)
 
         link.send = timed_send
         try:

@@ -420,15 +420,6 @@ async def test_break_without_async_with_closes_the_connection(
 # -- bugs found --------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="_client.py Client._run never closes the body iterator it takes from httpx "
-    "(`response.aiter_raw()`, `aiter_bytes()` before): a stream left early (break, cancellation "
-    "between reads, an error after items) leaves it, and the generators under it, to the garbage "
-    "collector, whose finalizer closes them later (on asyncio in a task of its own), after the "
-    "stream was 'closed on the spot'",
-)
 async def test_closing_a_stream_leaves_no_generator_to_the_gc(
     served: Served, anyio_backend: str
 ) -> None:

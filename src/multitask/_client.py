@@ -9,14 +9,16 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import AsyncGenerator, Callable, Hashable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+import zlib
+from collections.abc import AsyncGenerator, Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import anyio
+import anyio.lowlevel
 import httpx
 from pydantic_core import to_json
 
@@ -66,6 +68,8 @@ _RETRY_ERROR_TYPES = frozenset(
     }
 )
 _MAX_ERROR_BODY = 64 * 1024
+# The most decompressed bytes handed on at once: a small gzip body can inflate a thousandfold.
+_INFLATE_STEP = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +302,8 @@ class Client:
         """
         opts, spec, request = prepared.opts, prepared.spec, prepared.request
         http = self._client()
-        headers = {**request.headers, **self._headers}
+        # Only what `_Inflate` decodes in bounded steps (httpx would offer br and zstd too).
+        headers = {"accept-encoding": "gzip, deflate", **request.headers, **self._headers}
         timeout = opts.timeout if opts.timeout is not None else DEFAULT_TIMEOUT
         deadline = anyio.current_time() + opts.deadline if opts.deadline is not None else math.inf
         limiter = self.limiter
@@ -313,15 +318,26 @@ class Client:
             info.skipped = extraction.skipped
             await limiter.acquire(estimate)
             try:
-                async with http.stream(
-                    request.method, request.url, headers=headers, json=request.json, timeout=timeout
-                ) as response:
-                    limiter.observe(response.headers)
-                    if response.status_code >= 300:  # redirects are not followed: see error()
-                        body = await _read_capped(response)
-                        raise self.provider.error(response.status_code, response.headers, body)
+                async with AsyncExitStack() as stack:
+                    # The deadline covers the wait for the response head and an error body too.
+                    with anyio.fail_after(deadline - anyio.current_time()):
+                        response = await stack.enter_async_context(
+                            http.stream(
+                                request.method,
+                                request.url,
+                                headers=headers,
+                                json=request.json,
+                                timeout=timeout,
+                            )
+                        )
+                        limiter.observe(response.headers)
+                        if response.status_code >= 300:  # redirects are not followed: error()
+                            body = await _read_capped(response)
+                            raise self.provider.error(response.status_code, response.headers, body)
                     _check_content_type(response)
-                    chunks = response.aiter_bytes()
+                    inflate = _Inflate(response.headers.get("content-encoding", ""))
+                    raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+                    chunks = await stack.enter_async_context(aclosing(raw))  # closed on exit
                     while True:
                         try:
                             if deadline == math.inf:
@@ -331,12 +347,17 @@ class Client:
                                     chunk = await chunks.__anext__()
                         except StopAsyncIteration:
                             break
-                        out = extraction.feed_bytes(chunk)
-                        if out:
-                            info.usage = extraction.usage
-                            for x in replay.fresh(out):
-                                info.items = replay.count(extraction)
-                                yield x
+                        for step, piece in enumerate(inflate.steps(chunk)):
+                            if step:  # a compressed chunk inflating to many steps: a bomb?
+                                await anyio.lowlevel.checkpoint()
+                                if anyio.current_time() >= deadline:
+                                    raise TimeoutError
+                            out = extraction.feed_bytes(piece)
+                            if out:
+                                info.usage = extraction.usage
+                                for x in replay.fresh(out):
+                                    info.items = replay.count(extraction)
+                                    yield x
                 out = extraction.close()
                 info.usage = extraction.usage
                 info.finish_reason = extraction.finish_reason
@@ -472,12 +493,71 @@ def _backoff(attempt: int) -> float:
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
+    try:
+        inflate = _Inflate(response.headers.get("content-encoding", ""))
+    except StreamDecodeError:
+        inflate = _Inflate("")  # show the bytes as they came
     body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) >= _MAX_ERROR_BODY:
-            break
-    return bytes(body[:_MAX_ERROR_BODY])
+    try:
+        async for chunk in response.aiter_raw():
+            for piece in inflate.steps(chunk):
+                body += piece
+                if len(body) >= _MAX_ERROR_BODY:
+                    return bytes(body[:_MAX_ERROR_BODY])
+    except StreamDecodeError:
+        pass  # a corrupt error body: what was decoded of it will do
+    return bytes(body)
+
+
+class _Inflate:
+    """Undoes a response's content-encoding (gzip, deflate) in steps of bounded size.
+
+    httpx inflates each network read whole: 64 KiB of gzip can become 64 MiB at once, and
+    that before any size cap is checked. Here no step is larger than `_INFLATE_STEP`, so the
+    caps, the deadline and the other tasks get their turn between two steps.
+    """
+
+    __slots__ = ("_name", "_zlib")
+
+    def __init__(self, content_encoding: str) -> None:
+        codings = [c.strip().lower() for c in content_encoding.split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        self._name = content_encoding
+        self._zlib: Any = None
+        if codings in (["gzip"], ["x-gzip"]):
+            self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif codings == ["deflate"]:
+            self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib (or gzip) framing
+        elif any(c in _UNSUPPORTED_CODINGS for c in codings) or len(codings) > 1:
+            raise StreamDecodeError(
+                f"the response has content-encoding {content_encoding!r}, which multitask "
+                "does not decode (it asks for gzip or deflate)"
+            )
+        # Any other token is not a compression (a server writing its charset there, say):
+        # the bytes are taken as they are, as httpx takes them.
+
+    def steps(self, data: bytes) -> Iterator[bytes]:
+        """The decoded bytes of the next piece of the body, at most `_INFLATE_STEP` at a time."""
+        z = self._zlib
+        if z is None:
+            if data:
+                yield data
+            return
+        while True:
+            try:
+                out = z.decompress(data, _INFLATE_STEP)
+            except zlib.error as exc:
+                raise StreamDecodeError(
+                    f"could not decode the {self._name}-encoded response body: {exc}"
+                ) from None
+            data = z.unconsumed_tail
+            if out:
+                yield out
+            if not data and len(out) < _INFLATE_STEP:
+                return  # all input taken, and no output held back
+
+
+_UNSUPPORTED_CODINGS = frozenset({"br", "zstd", "compress", "x-compress", "exi", "pack200-gzip"})
 
 
 def _check_content_type(response: httpx.Response) -> None:

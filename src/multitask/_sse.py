@@ -51,7 +51,7 @@ class SSEDecoder:
 
     def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._max_event_bytes = max_event_bytes
-        self._partial = b""  # the unfinished line carried over from the last feed
+        self._partial = bytearray()  # the unfinished line carried over from the last feed
         self._skip_lf = False  # the last feed ended on CR: a leading LF belongs to it
         self._at_start = True  # still looking for a byte order mark
         self._data: list[str] = []
@@ -74,11 +74,16 @@ class SSEDecoder:
             if data[:1] == b"\n":
                 data = data[1:]
         if self._partial:
-            data = self._partial + data
-            self._partial = b""
+            if not self._at_start and b"\n" not in data and b"\r" not in data:
+                # The same line goes on: append (amortised), rather than copy the line per feed.
+                self._partial += data
+                self._check_line(len(self._partial))
+                return []
+            data = bytes(self._partial) + data
+            self._partial = bytearray()
         if self._at_start:
             if len(data) < 3 and _BOM.startswith(data):
-                self._partial = data  # could still be the start of a byte order mark
+                self._partial = bytearray(data)  # could still be the start of a byte order mark
                 return []
             self._at_start = False
             if data.startswith(_BOM):
@@ -92,12 +97,8 @@ class SSEDecoder:
             self._skip_lf = True
         elif tail != b"\n":
             lines.pop()
-            self._partial = last
-            if len(last) + self._data_size > self._max_event_bytes:
-                raise EventTooLargeError(
-                    f"server-sent event larger than {self._max_event_bytes} bytes "
-                    "(a line that never ends?)"
-                )
+            self._partial = bytearray(last)
+            self._check_line(len(last))
         events: list[ServerSentEvent] = []
         for line in lines:
             event = self._line(line.rstrip(b"\r\n"))
@@ -107,11 +108,18 @@ class SSEDecoder:
 
     def end(self) -> list[ServerSentEvent]:
         """Say the stream ended. An event not followed by a blank line is discarded, per spec."""
-        self._partial = b""
+        self._partial = bytearray()
         self._data = []
         self._data_size = 0
         self._event = ""
         return []
+
+    def _check_line(self, size: int) -> None:
+        if size + self._data_size > self._max_event_bytes:
+            raise EventTooLargeError(
+                f"server-sent event larger than {self._max_event_bytes} bytes "
+                "(a line that never ends?)"
+            )
 
     def _line(self, line: bytes) -> ServerSentEvent | None:
         if not line:
@@ -135,7 +143,7 @@ class SSEDecoder:
         elif name == b"id":
             if b"\0" not in value:
                 self._last_id = value.decode("utf-8", "replace")
-        elif name == b"retry" and value.isdigit():
+        elif name == b"retry" and value.isdigit() and len(value) <= 18:
             self._retry = int(value)
         return None
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import ijson  # type: ignore[import-untyped]
 from ijson.utils import sendable_list  # type: ignore[import-untyped]
+from pydantic_core import to_json
 
 from ._exceptions import (
     IncompleteOutputError,
@@ -295,9 +296,30 @@ class TaskParser:
         out = list(items)
         items.clear()
         self._head = None
+        if self._fed - self._item_start > self._max_item_bytes:
+            out = self._within_limit(out)  # they came in one piece: one may be too large
         self.items_emitted += len(out)
         self._item_start = self._fed
         return out
+
+    def _within_limit(self, items: list[Any]) -> list[Any]:
+        """The items before the first one whose JSON is larger than the limit, if any is."""
+        for k, item in enumerate(items):
+            try:
+                size = len(to_json(item))
+            except ValueError:  # nested too deep to serialise (256 levels): take the text's size
+                size = self._fed - self._item_start
+            if size > self._max_item_bytes:
+                self._state = _DONE
+                error = ItemTooLargeError(
+                    f"item {self.items_emitted + k} is larger than {self._max_item_bytes} "
+                    "characters"
+                )
+                if not k:
+                    raise error
+                self._error = error  # hand out the items before it first
+                return items[:k]
+        return items
 
     def _send(self, text: str) -> None:
         if self._state != _JSON:
@@ -351,6 +373,6 @@ def _has_tasks(head: list[str] | None) -> bool:
         return True
     try:
         value, _ = json.JSONDecoder().raw_decode("".join(head).lstrip())
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
         return True  # not a whole value: the truncation or syntax error is reported instead
     return isinstance(value, dict) and isinstance(value.get("tasks"), list)

@@ -15,17 +15,25 @@ beyond anyio::
         assert server.requests[0].completed
 
 Run `python -m multitask.testing --port 8000` to serve from the command line.
+
+`HostileServer` is its opposite: it answers each request with the raw bytes a `Reply` gives
+(any status, headers and body, framed or not, paced, endless, or no answer at all), for
+testing what a client does with a broken or malicious server.
 """
 
 from __future__ import annotations
 
+from multitask.testing._hostile import HostileServer, Reply, ReplySource
 from multitask.testing._script import QUIRKS, SAMPLE_ITEMS, Script
 from multitask.testing._server import RecordedRequest, ScriptedModelServer, ScriptSource
 
 __all__ = [
     "QUIRKS",
     "SAMPLE_ITEMS",
+    "HostileServer",
     "RecordedRequest",
+    "Reply",
+    "ReplySource",
     "Script",
     "ScriptSource",
     "ScriptedModelServer",

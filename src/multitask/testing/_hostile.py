@@ -1,0 +1,216 @@
+"""`HostileServer`: a raw HTTP server that answers whatever bytes a test tells it to.
+
+`ScriptedModelServer` speaks the providers' formats correctly, even when it fails on cue.
+This one does not speak any format: each request gets a `Reply`, a status line and headers
+(or a raw head) and a body of byte pieces, framed as chunks, by a content length or by closing
+the connection, paced, endless, or never sent at all. It is for testing what the client does
+with a server that is broken or malicious: HTML pages, gzip bombs, a drip of one byte a
+second, a connection that is accepted and never answered.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal, TypeAlias, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+from anyio.abc import SocketAttribute
+
+from multitask.testing._http import (
+    CONTINUE,
+    LAST_CHUNK,
+    ProtocolError,
+    Request,
+    RequestParser,
+    encode_chunk,
+    response_head,
+)
+
+__all__ = ["HostileServer", "Reply", "ReplySource"]
+
+_Self = TypeVar("_Self", bound="HostileServer")
+_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
+
+Body: TypeAlias = Iterable[bytes] | AsyncIterable[bytes]
+
+
+@dataclass
+class Reply:
+    """What the server sends back to one request, byte for byte.
+
+    The head is `status` and `headers` (sent as given, plus the framing header and
+    `connection: close` unless `headers` has them), or `head` verbatim. The body is `body`'s
+    pieces, in order; it may be endless (a generator). `framing` says how its end is marked:
+    `"chunked"` (each non-empty piece is one chunk), `"length"` (a content length, counted
+    from the pieces, which must then be finite) or `"close"` (no framing: the body ends when
+    the connection closes). `delay` is the pause before each piece. `then` says what follows
+    the last piece: `"end"` finishes the body properly and closes, `"close"` closes without
+    finishing it (a chunked body then stops mid-stream), `"hang"` sends nothing more and keeps
+    the connection open until the server stops. `silent` reads the request and never answers.
+    """
+
+    status: int = 200
+    headers: Sequence[tuple[str, str]] = (("content-type", "text/event-stream"),)
+    body: Body = ()
+    framing: Literal["chunked", "length", "close"] = "chunked"
+    delay: float = 0.0
+    then: Literal["end", "close", "hang"] = "end"
+    head: bytes | None = None
+    silent: bool = False
+
+
+ReplySource: TypeAlias = Reply | Callable[[Request], Reply | Awaitable[Reply]]
+"""One reply for every request, or a function of the request (for a fresh endless body)."""
+
+
+class HostileServer:
+    """A local HTTP/1.1 server that answers each request with a `Reply`; one per connection.
+
+    Use it as an async context manager, like `ScriptedModelServer`: entering listens on
+    `host:port` (port 0 picks a free one), leaving closes every connection and stops every
+    task. It records the requests, and counts the connections and the body bytes it sent
+    (before framing), so a test can tell how much a client read before it gave up.
+    """
+
+    def __init__(self, reply: ReplySource, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._reply = reply
+        self._host = host
+        self._port = port
+        self.requests: list[Request] = []
+        """Every request received, in order."""
+        self.connections = 0
+        """Connections accepted so far."""
+        self.open_connections = 0
+        """Connections still open."""
+        self.bytes_sent = 0
+        """Body bytes handed to the sockets so far, over all responses."""
+        self._stack: AsyncExitStack | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    @property
+    def url(self) -> str:
+        """`http://HOST:PORT`; add the path a client expects (`/v1` for OpenAI)."""
+        if self._tg is None:
+            raise RuntimeError("the server is not running; use `async with server:`")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}"
+
+    async def __aenter__(self: _Self) -> _Self:
+        if self._tg is not None:
+            raise RuntimeError("the server is already running")
+        async with AsyncExitStack() as stack:
+            listener = await anyio.create_tcp_listener(local_host=self._host, local_port=self._port)
+            await stack.enter_async_context(listener)
+            self._port = int(listener.extra(SocketAttribute.local_port))
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            tg.start_soon(listener.serve, self._serve, tg)
+            self._tg = tg
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, tg = self._stack, self._tg
+        if stack is None or tg is None:
+            return
+        tg.cancel_scope.cancel()
+        try:
+            await stack.aclose()
+        finally:
+            self._stack = self._tg = None
+
+    async def _serve(self, stream: anyio.abc.SocketStream) -> None:
+        self.connections += 1
+        self.open_connections += 1
+        try:
+            async with stream:
+                request = await _read_request(stream)
+                if request is None:
+                    return
+                self.requests.append(request)
+                reply = self._reply(request) if callable(self._reply) else self._reply
+                if inspect.isawaitable(reply):
+                    reply = await reply
+                await self._send(stream, reply)
+        except _GONE:
+            pass
+        finally:
+            self.open_connections -= 1
+
+    async def _send(self, stream: anyio.abc.SocketStream, reply: Reply) -> None:
+        if reply.silent:
+            await anyio.sleep_forever()
+        pieces = reply.body
+        if reply.framing == "length" and not isinstance(pieces, AsyncIterable):
+            pieces = list(pieces)
+        await stream.send(reply.head if reply.head is not None else _head(reply, pieces))
+        chunked = reply.framing == "chunked"
+        if isinstance(pieces, AsyncIterable):
+            async for piece in pieces:
+                await self._piece(stream, reply, piece, chunked)
+        else:
+            for piece in pieces:
+                await self._piece(stream, reply, piece, chunked)
+        if reply.then == "hang":
+            await anyio.sleep_forever()
+        if reply.then == "end" and chunked:
+            await stream.send(LAST_CHUNK)
+        if reply.then == "end":
+            # A lingering close: the client reads the whole response before the FIN.
+            with anyio.move_on_after(1.0):
+                await stream.send_eof()
+                while True:
+                    await stream.receive()
+
+    async def _piece(
+        self, stream: anyio.abc.SocketStream, reply: Reply, piece: bytes, chunked: bool
+    ) -> None:
+        if reply.delay:
+            await anyio.sleep(reply.delay)
+        else:
+            await anyio.lowlevel.checkpoint()  # an endless body must not starve the loop
+        if piece:
+            await stream.send(encode_chunk(piece) if chunked else piece)
+            self.bytes_sent += len(piece)
+
+
+def _head(reply: Reply, pieces: Body) -> bytes:
+    headers = list(reply.headers)
+    names = {name.lower() for name, _ in headers}
+    if reply.framing == "chunked" and "transfer-encoding" not in names:
+        headers.append(("transfer-encoding", "chunked"))
+    if reply.framing == "length" and "content-length" not in names:
+        if not isinstance(pieces, list):
+            raise ValueError('framing="length" needs a finite body of bytes, not an async one')
+        headers.append(("content-length", str(sum(len(p) for p in pieces))))
+    if "connection" not in names:
+        headers.append(("connection", "close"))
+    return response_head(reply.status, headers)
+
+
+async def _read_request(stream: anyio.abc.SocketStream) -> Request | None:
+    parser = RequestParser()
+    while True:
+        try:
+            request = parser.next_request()
+        except ProtocolError:
+            return None
+        if request is not None:
+            return request
+        if parser.take_continue():
+            await stream.send(CONTINUE)
+        try:
+            data = await stream.receive()
+        except _GONE:
+            return None
+        parser.feed(data)

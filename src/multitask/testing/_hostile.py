@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Literal, TypeAlias, TypeVar
+from typing import Literal, TypeAlias
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
-from anyio.abc import SocketAttribute
 
 from multitask.testing._http import (
     CONTINUE,
@@ -31,10 +28,10 @@ from multitask.testing._http import (
     encode_chunk,
     response_head,
 )
+from multitask.testing._listener import Listener
 
 __all__ = ["HostileServer", "Reply", "ReplySource"]
 
-_Self = TypeVar("_Self", bound="HostileServer")
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 Body: TypeAlias = Iterable[bytes] | AsyncIterable[bytes]
@@ -69,7 +66,7 @@ ReplySource: TypeAlias = Reply | Callable[[Request], Reply | Awaitable[Reply]]
 """One reply for every request, or a function of the request (for a fresh endless body)."""
 
 
-class HostileServer:
+class HostileServer(Listener):
     """A local HTTP/1.1 server that answers each request with a `Reply`; one per connection.
 
     Use it as an async context manager, like `ScriptedModelServer`: entering listens on
@@ -79,9 +76,8 @@ class HostileServer:
     """
 
     def __init__(self, reply: ReplySource, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host=host, port=port)
         self._reply = reply
-        self._host = host
-        self._port = port
         self.requests: list[Request] = []
         """Every request received, in order."""
         self.connections = 0
@@ -90,46 +86,8 @@ class HostileServer:
         """Connections still open."""
         self.bytes_sent = 0
         """Body bytes handed to the sockets so far, over all responses."""
-        self._stack: AsyncExitStack | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
 
-    @property
-    def url(self) -> str:
-        """`http://HOST:PORT`; add the path a client expects (`/v1` for OpenAI)."""
-        if self._tg is None:
-            raise RuntimeError("the server is not running; use `async with server:`")
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}"
-
-    async def __aenter__(self: _Self) -> _Self:
-        if self._tg is not None:
-            raise RuntimeError("the server is already running")
-        async with AsyncExitStack() as stack:
-            listener = await anyio.create_tcp_listener(local_host=self._host, local_port=self._port)
-            await stack.enter_async_context(listener)
-            self._port = int(listener.extra(SocketAttribute.local_port))
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            tg.start_soon(listener.serve, self._serve, tg)
-            self._tg = tg
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        stack, tg = self._stack, self._tg
-        if stack is None or tg is None:
-            return
-        tg.cancel_scope.cancel()
-        try:
-            await stack.aclose()
-        finally:
-            self._stack = self._tg = None
-
-    async def _serve(self, stream: anyio.abc.SocketStream) -> None:
+    async def _connection(self, stream: anyio.abc.SocketStream) -> None:
         self.connections += 1
         self.open_connections += 1
         try:

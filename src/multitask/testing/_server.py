@@ -11,15 +11,12 @@ import inspect
 import json
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias
 from urllib.parse import parse_qsl
 
 import anyio
 import anyio.abc
-from anyio.abc import SocketAttribute
 
 from multitask.testing import _wire
 from multitask.testing._http import (
@@ -31,11 +28,11 @@ from multitask.testing._http import (
     encode_chunk,
     response_head,
 )
+from multitask.testing._listener import Listener
 from multitask.testing._script import SAMPLE_ITEMS, Cut, Script
 
 __all__ = ["RecordedRequest", "ScriptSource", "ScriptedModelServer"]
 
-_Self = TypeVar("_Self", bound="ScriptedModelServer")
 
 _LINGER_SECONDS = 2.0
 _After = Literal["keep", "linger", "close"]
@@ -88,7 +85,7 @@ ScriptSource: TypeAlias = (
 of the request."""
 
 
-class ScriptedModelServer:
+class ScriptedModelServer(Listener):
     """A local model server that answers like the providers multitask speaks, from scripts.
 
     Use it as an async context manager: entering starts a listener on `host:port` (port 0
@@ -113,9 +110,8 @@ class ScriptedModelServer:
             script = list(script)
             if not script:
                 raise ValueError("an empty sequence of scripts answers nothing")
+        super().__init__(host=host, port=port)
         self._script: ScriptSource = script
-        self._host = host
-        self._port = port
         self.requests: list[RecordedRequest] = []
         """Every request received, in order."""
         self.errors: list[Exception] = []
@@ -124,25 +120,9 @@ class ScriptedModelServer:
         self._connections = 0
         self._disconnects = 0
         self._changed: anyio.Event | None = None
-        self._stack: AsyncExitStack | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
         self._ids = _wire.Ids()
 
     # -- public surface ------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        """The port the server listens on (known once started)."""
-        if self._tg is None:
-            raise RuntimeError("the server is not running; use `async with server:`")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """`http://HOST:PORT`: the base_url for Anthropic, Gemini, Ollama, Azure; add `/v1` for
-        OpenAI's."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
 
     @property
     def openai_base_url(self) -> str:
@@ -171,39 +151,9 @@ class ScriptedModelServer:
                     self._changed = anyio.Event()
                 await self._changed.wait()
 
-    async def __aenter__(self: _Self) -> _Self:
-        if self._tg is not None:
-            raise RuntimeError("the server is already running")
-        async with AsyncExitStack() as stack:
-            listener = await anyio.create_tcp_listener(local_host=self._host, local_port=self._port)
-            await stack.enter_async_context(listener)
-            self._port = int(listener.extra(SocketAttribute.local_port))
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            tg.start_soon(listener.serve, self._serve_connection, tg)
-            self._tg = tg
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        stack, tg = self._stack, self._tg
-        if stack is None or tg is None:
-            return
-        tg.cancel_scope.cancel()
-        try:
-            # The body's own exception is not handed to the task group: it would come out
-            # wrapped in an ExceptionGroup. It propagates unchanged once this returns.
-            await stack.aclose()
-        finally:
-            self._stack = self._tg = None
-
     # -- connections ---------------------------------------------------------------------------
 
-    async def _serve_connection(self, stream: anyio.abc.SocketStream) -> None:
+    async def _connection(self, stream: anyio.abc.SocketStream) -> None:
         """Serve requests on one connection until it closes or either side ends it."""
         self._connections += 1
         connection = self._connections

@@ -10,7 +10,15 @@ import math
 import os
 import random
 import zlib
-from collections.abc import AsyncGenerator, Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Callable,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -536,13 +544,13 @@ class _Inflate:
         # Any other token is not a compression (a server writing its charset there, say):
         # the bytes are taken as they are, as httpx takes them.
 
-    def steps(self, data: bytes) -> Iterator[bytes]:
+    def steps(self, data: bytes) -> Iterable[bytes]:
         """The decoded bytes of the next piece of the body, at most `_INFLATE_STEP` at a time."""
-        z = self._zlib
-        if z is None:
-            if data:
-                yield data
-            return
+        if self._zlib is None:  # the common case, on the per-chunk path: no generator
+            return (data,) if data else ()
+        return self._inflate(data, self._zlib)
+
+    def _inflate(self, data: bytes, z: Any) -> Iterator[bytes]:
         while True:
             try:
                 out = z.decompress(data, _INFLATE_STEP)

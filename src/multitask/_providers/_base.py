@@ -106,10 +106,11 @@ class StreamDecoder:
                 raise TypeError("answer text that is not a string")
             if self.finish_reason is not None and not isinstance(self.finish_reason, str):
                 raise TypeError("a finish reason that is not a string")
-            for key, fragment in self.calls[calls:]:
-                hash(key)
-                if not isinstance(fragment, str):
-                    raise TypeError("tool call arguments that are not a string")
+            if len(self.calls) != calls:  # rare: no slice on the per-event path
+                for key, fragment in self.calls[calls:]:
+                    hash(key)
+                    if not isinstance(fragment, str):
+                        raise TypeError("tool call arguments that are not a string")
         except (LookupError, TypeError, AttributeError) as exc:
             del self.calls[calls:]
             raise StreamDecodeError(

@@ -353,7 +353,9 @@ async def test_mid_stream_error_after_the_complete_items(name: str) -> None:
     assert run.items == EXPECTED[:2]
     assert isinstance(run.error, multitask.StreamError)
     assert PROVIDERS[name].stream_error in str(run.error)
-    assert record.completed  # the error is an event: the body itself ended cleanly
+    # The error came as an event, not a cut connection (that would be APIConnectionError); the
+    # client stops reading there, so whether the server sent the body's end first is a race.
+    assert record.provider == PROVIDERS[name].route
 
 
 @pytest.mark.parametrize("name", [*NEW, "anthropic"])

@@ -23,7 +23,6 @@ from typing import Any, ClassVar
 
 import anyio
 import anyio.from_thread
-import httpx
 import pytest
 from pydantic import BaseModel
 
@@ -340,10 +339,9 @@ async def test_tls_verification_is_on_by_default(vendor: Vendor) -> None:
     async with client:
         http = client._client()
         assert http.follow_redirects is False
-        transport: Any = http._transport
-        assert isinstance(transport, httpx.AsyncHTTPTransport)
-        context: ssl.SSLContext | None = transport._pool._ssl_context
-        assert context is not None
+        transport = http._transport
+        assert isinstance(transport, multitask.StreamingTransport)
+        context = transport.ssl_context
         assert context.verify_mode == ssl.CERT_REQUIRED
         assert context.check_hostname is True
 

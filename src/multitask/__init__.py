@@ -51,6 +51,7 @@ from ._schema import SchemaError
 from ._sse import ServerSentEvent, SSEDecoder
 from ._stream import ItemStream, StreamInfo
 from ._taskparser import TaskParser
+from ._transport import StreamingTransport
 from ._validation import InvalidItem, OnInvalid
 
 __all__ = [
@@ -98,6 +99,7 @@ __all__ = [
     "StreamDecoder",
     "StreamError",
     "StreamInfo",
+    "StreamingTransport",
     "TaskParser",
     "Usage",
     "extract",

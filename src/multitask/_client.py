@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import urllib.request
 import zlib
 from collections.abc import (
     AsyncGenerator,
@@ -48,6 +49,7 @@ from ._providers import HTTPRequest, Mode, Provider, RequestSpec, get_provider, 
 from ._ratelimit import RateLimiter
 from ._stream import ItemStream, StreamInfo
 from ._taskparser import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_ITEM_BYTES
+from ._transport import StreamingTransport
 from ._validation import OnInvalid
 
 if TYPE_CHECKING:
@@ -180,13 +182,22 @@ class Client:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            limits = httpx.Limits(
-                max_connections=self._max_connections,
-                max_keepalive_connections=min(self._max_connections, 100),
-            )
-            self._http = httpx.AsyncClient(
-                timeout=DEFAULT_TIMEOUT, limits=limits, follow_redirects=False
-            )
+            keepalive = min(self._max_connections, 100)
+            if urllib.request.getproxies():
+                # A proxy from the environment: httpx's own transport knows how to use it.
+                limits = httpx.Limits(
+                    max_connections=self._max_connections, max_keepalive_connections=keepalive
+                )
+                self._http = httpx.AsyncClient(
+                    timeout=DEFAULT_TIMEOUT, limits=limits, follow_redirects=False
+                )
+            else:
+                transport = StreamingTransport(
+                    max_connections=self._max_connections, max_keepalive_connections=keepalive
+                )
+                self._http = httpx.AsyncClient(
+                    timeout=DEFAULT_TIMEOUT, transport=transport, follow_redirects=False
+                )
         return self._http
 
     # -- extraction ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ second, a connection that is accepted and never answered.
 from __future__ import annotations
 
 import inspect
+import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
@@ -75,8 +76,15 @@ class HostileServer(Listener):
     (before framing), so a test can tell how much a client read before it gave up.
     """
 
-    def __init__(self, reply: ReplySource, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        super().__init__(host=host, port=port)
+    def __init__(
+        self,
+        reply: ReplySource,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(host=host, port=port, ssl_context=ssl_context)
         self._reply = reply
         self.requests: list[Request] = []
         """Every request received, in order."""
@@ -87,7 +95,7 @@ class HostileServer(Listener):
         self.bytes_sent = 0
         """Body bytes handed to the sockets so far, over all responses."""
 
-    async def _connection(self, stream: anyio.abc.SocketStream) -> None:
+    async def _connection(self, stream: anyio.abc.ByteStream) -> None:
         self.connections += 1
         self.open_connections += 1
         try:
@@ -105,7 +113,7 @@ class HostileServer(Listener):
         finally:
             self.open_connections -= 1
 
-    async def _send(self, stream: anyio.abc.SocketStream, reply: Reply) -> None:
+    async def _send(self, stream: anyio.abc.ByteStream, reply: Reply) -> None:
         if reply.silent:
             await anyio.sleep_forever()
         pieces = reply.body
@@ -131,7 +139,7 @@ class HostileServer(Listener):
                     await stream.receive()
 
     async def _piece(
-        self, stream: anyio.abc.SocketStream, reply: Reply, piece: bytes, chunked: bool
+        self, stream: anyio.abc.ByteStream, reply: Reply, piece: bytes, chunked: bool
     ) -> None:
         if reply.delay:
             await anyio.sleep(reply.delay)
@@ -156,7 +164,7 @@ def _head(reply: Reply, pieces: Body) -> bytes:
     return response_head(reply.status, headers)
 
 
-async def _read_request(stream: anyio.abc.SocketStream) -> Request | None:
+async def _read_request(stream: anyio.abc.ByteStream) -> Request | None:
     parser = RequestParser()
     while True:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TypeVar
@@ -9,6 +10,7 @@ from typing import TypeVar
 import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSListener
 
 __all__ = ["Listener"]
 
@@ -20,12 +22,15 @@ class Listener:
 
     Entering starts serving in a task group the listener owns, one `_connection` task per
     connection; leaving cancels it, so no task outlives the block. Subclasses define
-    `_connection`.
+    `_connection`. With `ssl_context` (a server-side context) it speaks HTTPS.
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self._host = host
         self._port = port
+        self._ssl_context = ssl_context
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -38,20 +43,24 @@ class Listener:
 
     @property
     def url(self) -> str:
-        """`http://HOST:PORT`; add the path a client expects (`/v1` for OpenAI)."""
+        """`http://HOST:PORT` (`https` with TLS); add the path a client expects (`/v1`...)."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
-    async def _connection(self, stream: anyio.abc.SocketStream) -> None:
+    async def _connection(self, stream: anyio.abc.ByteStream) -> None:
         raise NotImplementedError
 
     async def __aenter__(self: _Self) -> _Self:
         if self._tg is not None:
             raise RuntimeError("the server is already running")
         async with AsyncExitStack() as stack:
-            listener = await anyio.create_tcp_listener(local_host=self._host, local_port=self._port)
-            await stack.enter_async_context(listener)
-            self._port = int(listener.extra(SocketAttribute.local_port))
+            tcp = await anyio.create_tcp_listener(local_host=self._host, local_port=self._port)
+            await stack.enter_async_context(tcp)
+            self._port = int(tcp.extra(SocketAttribute.local_port))
+            listener: anyio.abc.Listener[anyio.abc.ByteStream] = tcp
+            if self._ssl_context is not None:
+                listener = TLSListener(tcp, self._ssl_context, standard_compatible=False)
             tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(listener.serve, self._connection, tg)
             self._tg = tg

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
@@ -94,7 +95,8 @@ class ScriptedModelServer(Listener):
     OpenAI-compatible clients at `url + "/v1"`; Anthropic, Gemini, Ollama and Azure clients
     at `url`. Routes: `/v1/chat/completions`, `/v1/messages`, `/v1/responses`,
     `/v1beta/models/{model}:streamGenerateContent` (and `:generateContent`), `/api/chat`,
-    `/openai/deployments/{deployment}/chat/completions?api-version=...`.
+    `/openai/deployments/{deployment}/chat/completions?api-version=...`. With `ssl_context`
+    (a server-side `ssl.SSLContext`), it serves HTTPS.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class ScriptedModelServer(Listener):
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if script is None:
             script = Script(items=list(SAMPLE_ITEMS))
@@ -110,7 +113,7 @@ class ScriptedModelServer(Listener):
             script = list(script)
             if not script:
                 raise ValueError("an empty sequence of scripts answers nothing")
-        super().__init__(host=host, port=port)
+        super().__init__(host=host, port=port, ssl_context=ssl_context)
         self._script: ScriptSource = script
         self.requests: list[RecordedRequest] = []
         """Every request received, in order."""
@@ -153,7 +156,7 @@ class ScriptedModelServer(Listener):
 
     # -- connections ---------------------------------------------------------------------------
 
-    async def _connection(self, stream: anyio.abc.SocketStream) -> None:
+    async def _connection(self, stream: anyio.abc.ByteStream) -> None:
         """Serve requests on one connection until it closes or either side ends it."""
         self._connections += 1
         connection = self._connections
@@ -178,7 +181,7 @@ class ScriptedModelServer(Listener):
                 return
 
     @staticmethod
-    async def _linger(stream: anyio.abc.SocketStream) -> None:
+    async def _linger(stream: anyio.abc.ByteStream) -> None:
         """Half-close, then wait (briefly) for the client to close: a lingering close.
 
         Closing outright could lose response bytes still buffered on our side, or make the
@@ -193,9 +196,7 @@ class ScriptedModelServer(Listener):
                 pass
 
     @staticmethod
-    async def _read_request(
-        stream: anyio.abc.SocketStream, parser: RequestParser
-    ) -> Request | None:
+    async def _read_request(stream: anyio.abc.ByteStream, parser: RequestParser) -> Request | None:
         while True:
             request = parser.next_request()
             if request is not None:
@@ -209,7 +210,7 @@ class ScriptedModelServer(Listener):
             parser.feed(data)
 
     @staticmethod
-    async def _send_protocol_error(stream: anyio.abc.SocketStream, exc: ProtocolError) -> None:
+    async def _send_protocol_error(stream: anyio.abc.ByteStream, exc: ProtocolError) -> None:
         error = _wire.default_error("openai", exc.status, message=str(exc))
         body = _wire.json_body("openai", error, error=True)
         headers = [
@@ -223,7 +224,7 @@ class ScriptedModelServer(Listener):
 
     async def _respond(
         self,
-        stream: anyio.abc.SocketStream,
+        stream: anyio.abc.ByteStream,
         parser: RequestParser,
         request: Request,
         connection: int,
@@ -414,7 +415,7 @@ class _Link:
 
     def __init__(
         self,
-        stream: anyio.abc.SocketStream,
+        stream: anyio.abc.ByteStream,
         record: RecordedRequest,
         provider: _wire.Provider,
         ids: _wire.Ids,

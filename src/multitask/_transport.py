@@ -1,0 +1,399 @@
+"""The HTTP/1.1 transport multitask's own clients use under httpx: the I/O shell of `_http11`.
+
+httpx's default transport (httpcore and h11) is general; a streamed extraction is one request
+and then thousands of small reads, and at that size the general path costs several times
+what the read does (see the benchmarks). `StreamingTransport` keeps httpx as the interface
+(requests, responses, timeouts, exceptions, event hooks) and does the HTTP/1.1 itself:
+connections from anyio (TCP, TLS with httpx's certificate settings), a keep-alive pool,
+and `_http11.ResponseReader` for the framing. It speaks HTTP/1.1 only and connects directly:
+the `Client` falls back to httpx's own transport when a proxy is configured.
+"""
+
+from __future__ import annotations
+
+import select
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, nullcontext, suppress
+from typing import Final
+
+import anyio
+import anyio.abc
+import anyio.streams.tls
+import httpx
+
+from ._http11 import END, Event, Head, ProtocolError, ResponseReader, render_request_head
+
+__all__ = ["StreamingTransport"]
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+#: How much one read asks the socket for.
+_READ_SIZE: Final = 64 * 1024
+
+Origin = tuple[str, str, int]
+
+
+class _Connection:
+    """One open connection: its stream, its origin, and whether it has carried a response."""
+
+    __slots__ = ("idle_since", "origin", "reused", "stream")
+
+    def __init__(self, stream: anyio.abc.ByteStream, origin: Origin) -> None:
+        self.stream = stream
+        self.origin = origin
+        self.reused = False
+        self.idle_since = 0.0
+
+    def dead(self) -> bool:
+        """Whether an idle connection was closed (or written to) by the server meanwhile."""
+        try:
+            sock = self.stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            if sock.fileno() < 0:
+                return True
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError, anyio.TypedAttributeLookupError):
+            return True
+        return bool(readable)  # an idle HTTP/1.1 connection has nothing to say: EOF or junk
+
+
+class StreamingTransport(httpx.AsyncBaseTransport):
+    """An HTTP/1.1 transport for httpx, made for long streamed responses read in small pieces.
+
+    `max_connections` bounds the open connections (a request waits for one, up to the pool
+    timeout); `max_keepalive_connections` bounds the idle ones kept for reuse, each for at
+    most `keepalive_expiry` seconds. Timeouts come from the request (httpx's `timeout=`).
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int = 1000,
+        max_keepalive_connections: int = 100,
+        keepalive_expiry: float = 5.0,
+    ) -> None:
+        self._ssl_context = ssl_context
+        self._max_connections = max_connections
+        self._max_keepalive = max_keepalive_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._idle: list[_Connection] = []  # oldest first
+        self._open = 0
+        self._freed: anyio.Event | None = None  # set when a connection slot frees up
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<StreamingTransport open={self._open} idle={len(self._idle)}>"
+
+    @property
+    def connections(self) -> int:
+        """Open connections: carrying a response, or idle in the pool."""
+        return self._open
+
+    @property
+    def idle_connections(self) -> int:
+        """Open connections waiting in the pool for the next request."""
+        return len(self._idle)
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS settings of `https` connections (httpx's defaults unless one was given)."""
+        if self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context()
+        return self._ssl_context
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` and return its response, with the body still to be read."""
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        url = request.url
+        if url.scheme not in _DEFAULT_PORTS:
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+        origin: Origin = (url.scheme, url.host, url.port or _DEFAULT_PORTS[url.scheme])
+        timeouts = request.extensions.get("timeout", {})
+        body = await _request_body(request)
+        headers = request.headers.raw
+        if not any(k.lower() == b"content-length" for k, _ in headers):
+            # A streamed body was read whole: send it with its length, not chunked.
+            headers = [(k, v) for k, v in headers if k.lower() != b"transfer-encoding"]
+            if body or request.method not in ("GET", "HEAD"):
+                headers.append((b"Content-Length", str(len(body)).encode()))
+        try:
+            head_bytes = render_request_head(request.method.encode(), url.raw_path, headers)
+        except ValueError as exc:
+            raise httpx.LocalProtocolError(str(exc), request=request) from exc
+        message = head_bytes + body
+        while True:
+            connection = await self._acquire(origin, request, timeouts)
+            reader = ResponseReader(request.method)
+            try:
+                events = await self._exchange(connection, message, reader, request, timeouts)
+            except _Stale:
+                await self._discard(connection)
+                continue  # the server had closed a kept-alive connection: use a new one
+            except BaseException:
+                await self._discard(connection)
+                raise
+            head = events[0]
+            assert isinstance(head, Head)
+            body_stream = _ResponseBody(self, connection, reader, events[1:], request, timeouts)
+            return httpx.Response(
+                head.status,
+                headers=head.headers,
+                stream=body_stream,
+                extensions={
+                    "http_version": b"HTTP/" + head.http_version,
+                    "reason_phrase": head.reason,
+                },
+                request=request,
+            )
+
+    async def aclose(self) -> None:
+        """Close the idle connections; the transport takes no more requests."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await self._discard(connection)
+
+    # -- connections ---------------------------------------------------------------------------
+
+    async def _take_idle(self, origin: Origin) -> _Connection | None:
+        now = anyio.current_time()
+        idle = self._idle
+        for i in range(len(idle) - 1, -1, -1):  # the most recently used first
+            connection = idle[i]
+            if connection.origin != origin:
+                continue
+            del idle[i]
+            if now - connection.idle_since > self._keepalive_expiry or connection.dead():
+                await self._discard(connection)
+                continue
+            return connection
+        return None
+
+    async def _connect(
+        self, origin: Origin, request: httpx.Request, timeouts: dict[str, float | None]
+    ) -> _Connection:
+        scheme, host, port = origin
+        try:
+            with _timeout(timeouts.get("connect")):
+                stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
+                if scheme == "https":
+                    try:
+                        stream = await anyio.streams.tls.TLSStream.wrap(
+                            stream,
+                            hostname=host,
+                            ssl_context=self.ssl_context,
+                            standard_compatible=False,
+                        )
+                    except BaseException:
+                        with anyio.CancelScope(shield=True):
+                            await stream.aclose()
+                        raise
+        except TimeoutError as exc:
+            self._release_slot()
+            raise httpx.ConnectTimeout(
+                f"connecting to {host}:{port} timed out", request=request
+            ) from exc
+        except (OSError, anyio.BrokenResourceError) as exc:
+            self._release_slot()
+            raise httpx.ConnectError(
+                f"cannot connect to {host}:{port}: {exc}", request=request
+            ) from exc
+        except BaseException:
+            self._release_slot()
+            raise
+        return _Connection(stream, origin)
+
+    async def _acquire(
+        self, origin: Origin, request: httpx.Request, timeouts: dict[str, float | None]
+    ) -> _Connection:
+        """An idle connection to `origin`, or a new one once there is room for it."""
+        pool_timeout = timeouts.get("pool")
+        try:
+            with _timeout(pool_timeout):
+                while True:
+                    connection = await self._take_idle(origin)
+                    if connection is not None:
+                        return connection
+                    if self._open < self._max_connections:
+                        break
+                    if self._idle:  # full, but some are idle to other origins: make room
+                        await self._discard(self._idle.pop(0))
+                        continue
+                    if self._freed is None:
+                        self._freed = anyio.Event()
+                    await self._freed.wait()
+        except TimeoutError as exc:
+            raise httpx.PoolTimeout(
+                f"no connection free among {self._max_connections} within {pool_timeout} s",
+                request=request,
+            ) from exc
+        self._open += 1
+        return await self._connect(origin, request, timeouts)
+
+    def _wake(self) -> None:
+        """Tell requests waiting for a connection that one was freed or went idle."""
+        freed, self._freed = self._freed, None
+        if freed is not None:
+            freed.set()
+
+    def _release_slot(self) -> None:
+        self._open -= 1
+        self._wake()
+
+    async def _exchange(
+        self,
+        connection: _Connection,
+        message: bytes,
+        reader: ResponseReader,
+        request: httpx.Request,
+        timeouts: dict[str, float | None],
+    ) -> list[Event]:
+        """Write the request; read until the response head is in. Return the head's events."""
+        stream = connection.stream
+        try:
+            with _timeout(timeouts.get("write")):
+                await stream.send(message)
+        except TimeoutError as exc:
+            raise httpx.WriteTimeout("writing the request timed out", request=request) from exc
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            if connection.reused:
+                raise _Stale from exc
+            raise httpx.WriteError(f"writing the request failed: {exc!r}", request=request) from exc
+        events: list[Event] = []
+        read_timeout = timeouts.get("read")
+        try:
+            while reader.head is None:
+                try:
+                    with _timeout(read_timeout):
+                        data = await stream.receive(_READ_SIZE)
+                except anyio.EndOfStream:
+                    if connection.reused and not events and not reader.buffered:
+                        raise _Stale from None
+                    events += reader.receive_eof()  # raises: the head is unfinished
+                    continue
+                except TimeoutError as exc:
+                    raise httpx.ReadTimeout(
+                        "no response head within the read timeout", request=request
+                    ) from exc
+                except (OSError, anyio.BrokenResourceError) as exc:
+                    if connection.reused and not reader.buffered:
+                        raise _Stale from exc
+                    raise httpx.ReadError(
+                        f"reading the response failed: {exc!r}", request=request
+                    ) from exc
+                events += reader.receive(data)
+        except ProtocolError as exc:
+            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+        return events
+
+    async def _done(self, connection: _Connection, reusable: bool) -> None:
+        """A response was read to its end: pool its connection, or close it."""
+        if not reusable or self._closed:
+            await self._discard(connection)
+            return
+        connection.reused = True
+        connection.idle_since = anyio.current_time()
+        self._idle.append(connection)
+        if len(self._idle) > self._max_keepalive:
+            await self._discard(self._idle.pop(0))
+        self._wake()
+
+    async def _discard(self, connection: _Connection) -> None:
+        """Close a connection (even under cancellation) and free its slot."""
+        with anyio.CancelScope(shield=True):
+            with suppress(OSError, anyio.BrokenResourceError):
+                await connection.stream.aclose()
+        self._release_slot()
+
+
+class _Stale(Exception):
+    """A kept-alive connection turned out closed before any of the response came."""
+
+
+class _ResponseBody(httpx.AsyncByteStream):
+    """A response body read straight off its connection; the connection is pooled at its end."""
+
+    def __init__(
+        self,
+        transport: StreamingTransport,
+        connection: _Connection,
+        reader: ResponseReader,
+        events: list[Event],
+        request: httpx.Request,
+        timeouts: dict[str, float | None],
+    ) -> None:
+        self._transport = transport
+        self._connection: _Connection | None = connection
+        self._reader = reader
+        self._events = events
+        self._request = request
+        self._read_timeout = timeouts.get("read")
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        connection = self._connection
+        if connection is None:
+            raise httpx.StreamClosed()
+        events, self._events = self._events, []
+        for event in events:
+            if event is END:
+                await self._finish()
+                return
+            assert isinstance(event, bytes)
+            yield event
+        receive = connection.stream.receive
+        feed = self._reader.receive
+        read_timeout = self._read_timeout
+        while True:
+            try:
+                if read_timeout is None:
+                    data = await receive(_READ_SIZE)
+                else:
+                    with anyio.fail_after(read_timeout):
+                        data = await receive(_READ_SIZE)
+                events = feed(data)
+            except anyio.EndOfStream:
+                try:
+                    events = self._reader.receive_eof()
+                except ProtocolError as exc:
+                    raise httpx.RemoteProtocolError(str(exc), request=self._request) from exc
+            except TimeoutError as exc:
+                raise httpx.ReadTimeout(
+                    f"no data for {read_timeout} s while reading the response body",
+                    request=self._request,
+                ) from exc
+            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                raise httpx.ReadError(
+                    f"the connection broke while reading the response body: {exc!r}",
+                    request=self._request,
+                ) from exc
+            except ProtocolError as exc:
+                raise httpx.RemoteProtocolError(str(exc), request=self._request) from exc
+            for event in events:
+                if event is END:
+                    await self._finish()
+                    return
+                yield event  # type: ignore[misc]
+
+    async def _finish(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await self._transport._done(connection, self._reader.reusable)
+
+    async def aclose(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:  # closed before its end: the connection cannot be reused
+            await self._transport._discard(connection)
+
+
+def _timeout(seconds: float | None) -> AbstractContextManager[object]:
+    return anyio.fail_after(seconds) if seconds is not None else nullcontext()
+
+
+async def _request_body(request: httpx.Request) -> bytes:
+    """The whole request body (multitask's requests are small JSON documents)."""
+    stream = request.stream
+    if isinstance(stream, httpx.ByteStream):
+        return b"".join(stream)
+    assert isinstance(stream, httpx.AsyncByteStream)
+    return b"".join([part async for part in stream])

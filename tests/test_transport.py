@@ -1,0 +1,334 @@
+"""`StreamingTransport` over real sockets: HTTPS, the keep-alive pool, its limits, proxies.
+
+The client's own transport is exercised by every HTTP test in the suite (it is the default);
+these tests cover what only it does: TLS with a throwaway CA (trustme), connection reuse and
+its failure modes, the connection limit and its pool timeout, and the fallback to httpx's
+transport when a proxy is configured.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import httpx
+import pytest
+import trustme
+from pydantic import BaseModel
+
+import multitask
+from multitask import StreamingTransport
+from multitask.testing import HostileServer, Reply, Script, ScriptedModelServer
+from multitask.testing._http import RequestParser
+
+pytestmark = pytest.mark.anyio
+
+KEY = "sk-test-transport"
+
+
+class User(BaseModel):
+    name: str
+    age: int
+
+
+ITEMS = [{"name": "Jason", "age": 10}, {"name": "John", "age": 30}]
+EXPECTED = [User(**item) for item in ITEMS]
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def trusted(ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The throwaway CA trusted the way a user would: SSL_CERT_FILE (httpx honours it)."""
+    pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    monkeypatch.setenv("SSL_CERT_FILE", str(pem))
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("all_proxy", raising=False)
+
+
+async def extract_all(client: multitask.Client, text: str = "two users") -> list[User]:
+    return [user async for user in client.extract_stream(User, text)]
+
+
+# -- HTTPS -------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("trusted")
+@pytest.mark.parametrize("model", ["openai:m", "anthropic:m"])
+async def test_https_with_the_default_client(server_context: ssl.SSLContext, model: str) -> None:
+    async with ScriptedModelServer(Script(items=ITEMS), ssl_context=server_context) as server:
+        assert server.url.startswith("https://")
+        base = server.openai_base_url if model.startswith("openai") else server.url
+        async with multitask.Client(model, base_url=base, api_key=KEY) as client:
+            assert isinstance(client._client()._transport, StreamingTransport)
+            assert await extract_all(client) == EXPECTED
+            assert await extract_all(client) == EXPECTED  # and again, on the same connection
+        assert [r.connection for r in server.requests] == [1, 1]
+        assert server.requests[0].headers["authorization" if "openai" in model else "x-api-key"]
+
+
+async def test_an_untrusted_certificate_is_refused(server_context: ssl.SSLContext) -> None:
+    async with ScriptedModelServer(Script(items=ITEMS), ssl_context=server_context) as server:
+        client = multitask.Client(
+            "openai:m", base_url=server.openai_base_url, api_key=KEY, max_retries=0
+        )
+        async with client:
+            with pytest.raises(multitask.APIConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+                await extract_all(client)
+        assert server.requests == []  # nothing was sent over the unverified connection
+
+
+@pytest.mark.usefixtures("trusted")
+async def test_the_certificate_must_name_the_host(ca: trustme.CA) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("api.example.com").configure_cert(context)
+    async with ScriptedModelServer(Script(items=ITEMS), ssl_context=context) as server:
+        client = multitask.Client(
+            "openai:m", base_url=server.openai_base_url, api_key=KEY, max_retries=0
+        )
+        async with client:
+            with pytest.raises(multitask.APIConnectionError, match=r"127\.0\.0\.1"):
+                await extract_all(client)
+        assert server.requests == []
+
+
+# -- the keep-alive pool -----------------------------------------------------------------------
+
+
+async def test_sequential_requests_share_one_connection() -> None:
+    async with ScriptedModelServer(Script(items=ITEMS)) as server:
+        async with multitask.Client("openai:m", base_url=server.openai_base_url, api_key=KEY) as c:
+            for _ in range(5):
+                assert await extract_all(c) == EXPECTED
+            transport = c._client()._transport
+            assert isinstance(transport, StreamingTransport)
+            assert (transport.connections, transport.idle_connections) == (1, 1)
+        assert transport.connections == 0  # closing the client closed the idle connection
+    assert {r.connection for r in server.requests} == {1}
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
+    """The server ends each kept-alive connection right after its response, without saying
+    `connection: close`; the next request must not fail on the dead connection."""
+    body = (b'{"tasks": [{"name": "Jason", "age": 10}]}',)
+    reply = Reply(
+        headers=[("content-type", "application/json"), ("connection", "keep-alive")],
+        body=body,
+        framing="length",
+    )
+    async with HostileServer(reply) as server:
+        transport = StreamingTransport()
+        async with httpx.AsyncClient(transport=transport) as http:
+            for _ in range(3):
+                response = await http.post(server.url + "/x", json={})
+                assert response.json() == {"tasks": [{"name": "Jason", "age": 10}]}
+                await anyio.sleep(0.05)  # the server's close reaches us while idle
+        assert server.connections == 3
+        assert transport.connections == 0
+
+
+class RawServer:
+    """A loopback server that reads whole requests and does, per connection, what a test says:
+    `plan[k]` lists, for the k-th connection, "ok" (answer, keep the connection) or "drop"
+    (close it without answering) for each request it gets."""
+
+    OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+
+    def __init__(self, plan: list[list[str]]) -> None:
+        self.plan = plan
+        self.connections = 0
+        self.requests: list[tuple[int, str]] = []  # (connection, path)
+
+    async def serve(self, stream: anyio.abc.SocketStream) -> None:
+        self.connections += 1
+        number = self.connections
+        steps = self.plan[number - 1] if number <= len(self.plan) else ["ok"] * 100
+        parser = RequestParser()
+        async with stream:
+            for step in steps:
+                request = parser.next_request()
+                while request is None:
+                    try:
+                        parser.feed(await stream.receive())
+                    except (anyio.EndOfStream, anyio.BrokenResourceError):
+                        return
+                    request = parser.next_request()
+                self.requests.append((number, request.path))
+                if step == "drop":
+                    return
+                await stream.send(self.OK)
+
+
+@pytest.fixture
+async def raw_server(request: pytest.FixtureRequest) -> AsyncIterator[tuple[RawServer, str]]:
+    server = RawServer(request.param)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, server.serve)
+        yield server, f"http://127.0.0.1:{port}"
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("raw_server", [[["ok", "drop"]]], indirect=True)
+async def test_a_kept_alive_connection_dropped_before_answering_is_retried_once(
+    raw_server: tuple[RawServer, str],
+) -> None:
+    """The keep-alive race: the server drops a reused connection after the request went out
+    and before any of the response came; the request goes again on a fresh connection."""
+    server, url = raw_server
+    async with httpx.AsyncClient(transport=StreamingTransport()) as http:
+        assert (await http.post(url + "/first", json={})).json() == {}
+        assert (await http.post(url + "/second", json={})).json() == {}
+    assert server.requests == [(1, "/first"), (1, "/second"), (2, "/second")]
+
+
+@pytest.mark.parametrize("raw_server", [[["drop"]]], indirect=True)
+async def test_a_fresh_connection_dropped_before_answering_is_an_error(
+    raw_server: tuple[RawServer, str],
+) -> None:
+    server, url = raw_server
+    async with httpx.AsyncClient(transport=StreamingTransport()) as http:
+        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+            await http.post(url + "/only", json={})
+    assert server.requests == [(1, "/only")]  # not sent twice: a new connection is not stale
+
+
+async def test_a_response_not_read_to_its_end_closes_its_connection() -> None:
+    async with ScriptedModelServer(Script(items=ITEMS * 10, tokens_per_second=400)) as server:
+        async with multitask.Client("openai:m", base_url=server.openai_base_url, api_key=KEY) as c:
+            async with c.extract_stream(User, "many") as stream:
+                async for _ in stream:
+                    break
+            transport = c._client()._transport
+            assert isinstance(transport, StreamingTransport)
+            assert transport.connections == 0
+            await server.wait_disconnect()
+            assert await extract_all(c) != []
+        assert [r.connection for r in server.requests] == [1, 2]
+
+
+async def test_the_connection_limit_queues_requests() -> None:
+    async with ScriptedModelServer(Script(items=ITEMS, tokens_per_second=400)) as server:
+        client = multitask.Client(
+            "openai:m", base_url=server.openai_base_url, api_key=KEY, max_connections=2
+        )
+        results: list[list[User]] = []
+        busiest = 0
+
+        async def one(k: int) -> None:
+            results.append(await extract_all(client, f"doc {k}"))
+
+        async def watch() -> None:
+            nonlocal busiest
+            transport = client._client()._transport
+            assert isinstance(transport, StreamingTransport)
+            while True:
+                busiest = max(busiest, transport.connections)
+                await anyio.sleep(0.001)
+
+        async with client, anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            async with anyio.create_task_group() as inner:
+                for k in range(6):
+                    inner.start_soon(one, k)
+            tg.cancel_scope.cancel()
+    assert results == [EXPECTED] * 6
+    assert busiest == 2
+    assert len({r.connection for r in server.requests}) == 2
+
+
+async def test_the_pool_timeout_names_the_limit() -> None:
+    async with HostileServer(Reply(body=(b"data: {}\n\n",), then="hang")) as server:
+        transport = StreamingTransport(max_connections=1)
+        timeout = httpx.Timeout(5.0, pool=0.05)
+        async with httpx.AsyncClient(transport=transport, timeout=timeout) as http:
+            async with http.stream("POST", server.url + "/a", json={}) as held:
+                assert held.status_code == 200
+                with pytest.raises(httpx.PoolTimeout, match="no connection free among 1"):
+                    await http.post(server.url + "/b", json={})
+            # the held response was closed: its slot is free again
+            assert transport.connections == 0
+
+
+async def test_idle_connections_expire() -> None:
+    async with ScriptedModelServer(Script(items=ITEMS)) as server:
+        transport = StreamingTransport(keepalive_expiry=0.0)
+        http = httpx.AsyncClient(transport=transport)
+        client = multitask.Client(
+            "openai:m", base_url=server.openai_base_url, api_key=KEY, http_client=http
+        )
+        async with http, client:
+            for _ in range(3):
+                assert await extract_all(client) == EXPECTED
+                await anyio.sleep(0.01)
+        assert [r.connection for r in server.requests] == [1, 2, 3]
+
+
+async def test_a_closed_transport_takes_no_requests() -> None:
+    transport = StreamingTransport()
+    await transport.aclose()
+    async with httpx.AsyncClient(transport=transport) as http:
+        with pytest.raises(RuntimeError, match="closed"):
+            await http.get("http://127.0.0.1:9/")
+
+
+async def test_an_unsupported_scheme() -> None:
+    async with httpx.AsyncClient(transport=StreamingTransport()) as http:
+        with pytest.raises(httpx.UnsupportedProtocol, match="ftp"):
+            await http.get("ftp://127.0.0.1/")
+
+
+async def test_a_refused_connection_names_the_address() -> None:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    await listener.aclose()  # nothing listens there now
+    async with httpx.AsyncClient(transport=StreamingTransport()) as http:
+        with pytest.raises(httpx.ConnectError, match=f"127.0.0.1:{port}"):
+            await http.get(f"http://127.0.0.1:{port}/")
+
+
+async def test_a_streamed_request_body_is_sent_whole() -> None:
+    async def parts() -> AsyncIterator[bytes]:
+        yield b'{"a": '
+        yield b"1}"
+
+    async with HostileServer(Reply(body=(b"ok",), framing="length")) as server:
+        async with httpx.AsyncClient(transport=StreamingTransport()) as http:
+            response = await http.post(server.url + "/x", content=parts())
+            assert response.text == "ok"
+    assert server.requests[0].body == b'{"a": 1}'
+
+
+# -- which transport a client uses -------------------------------------------------------------
+
+
+async def test_a_proxy_in_the_environment_selects_httpx_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    async with multitask.Client("openai:m", api_key=KEY) as client:
+        transport = client._client()._transport
+        assert isinstance(transport, httpx.AsyncHTTPTransport)
+    monkeypatch.delenv("HTTPS_PROXY")
+    async with multitask.Client("openai:m", api_key=KEY) as client:
+        assert isinstance(client._client()._transport, StreamingTransport)

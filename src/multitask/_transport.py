@@ -11,7 +11,6 @@ the `Client` falls back to httpx's own transport when a proxy is configured.
 
 from __future__ import annotations
 
-import select
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, nullcontext, suppress
@@ -23,37 +22,25 @@ import anyio.streams.tls
 import httpx
 
 from ._http11 import END, Event, Head, ProtocolError, ResponseReader, render_request_head
+from ._sockets import Socket, connect
 
 __all__ = ["StreamingTransport"]
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-#: How much one read asks the socket for.
-_READ_SIZE: Final = 64 * 1024
 
 Origin = tuple[str, str, int]
 
 
 class _Connection:
-    """One open connection: its stream, its origin, and whether it has carried a response."""
+    """One open connection: its socket, its origin, and whether it has carried a response."""
 
-    __slots__ = ("idle_since", "origin", "reused", "stream")
+    __slots__ = ("idle_since", "origin", "reused", "socket")
 
-    def __init__(self, stream: anyio.abc.ByteStream, origin: Origin) -> None:
-        self.stream = stream
+    def __init__(self, socket: Socket, origin: Origin) -> None:
+        self.socket = socket
         self.origin = origin
         self.reused = False
         self.idle_since = 0.0
-
-    def dead(self) -> bool:
-        """Whether an idle connection was closed (or written to) by the server meanwhile."""
-        try:
-            sock = self.stream.extra(anyio.abc.SocketAttribute.raw_socket)
-            if sock.fileno() < 0:
-                return True
-            readable, _, _ = select.select([sock], [], [], 0)
-        except (OSError, ValueError, anyio.TypedAttributeLookupError):
-            return True
-        return bool(readable)  # an idle HTTP/1.1 connection has nothing to say: EOF or junk
 
 
 class StreamingTransport(httpx.AsyncBaseTransport):
@@ -164,7 +151,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
             if connection.origin != origin:
                 continue
             del idle[i]
-            if now - connection.idle_since > self._keepalive_expiry or connection.dead():
+            if now - connection.idle_since > self._keepalive_expiry or connection.socket.dead():
                 await self._discard(connection)
                 continue
             return connection
@@ -174,21 +161,10 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         self, origin: Origin, request: httpx.Request, timeouts: dict[str, float | None]
     ) -> _Connection:
         scheme, host, port = origin
+        tls = self.ssl_context if scheme == "https" else None
         try:
             with _timeout(timeouts.get("connect")):
-                stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
-                if scheme == "https":
-                    try:
-                        stream = await anyio.streams.tls.TLSStream.wrap(
-                            stream,
-                            hostname=host,
-                            ssl_context=self.ssl_context,
-                            standard_compatible=False,
-                        )
-                    except BaseException:
-                        with anyio.CancelScope(shield=True):
-                            await stream.aclose()
-                        raise
+                socket = await connect(host, port, tls)
         except TimeoutError as exc:
             self._release_slot()
             raise httpx.ConnectTimeout(
@@ -202,7 +178,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         except BaseException:
             self._release_slot()
             raise
-        return _Connection(stream, origin)
+        return _Connection(socket, origin)
 
     async def _acquire(
         self, origin: Origin, request: httpx.Request, timeouts: dict[str, float | None]
@@ -250,10 +226,10 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         timeouts: dict[str, float | None],
     ) -> list[Event]:
         """Write the request; read until the response head is in. Return the head's events."""
-        stream = connection.stream
+        socket = connection.socket
         try:
             with _timeout(timeouts.get("write")):
-                await stream.send(message)
+                await socket.send(message)
         except TimeoutError as exc:
             raise httpx.WriteTimeout("writing the request timed out", request=request) from exc
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
@@ -265,8 +241,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         try:
             while reader.head is None:
                 try:
-                    with _timeout(read_timeout):
-                        data = await stream.receive(_READ_SIZE)
+                    data = await socket.receive(read_timeout)
                 except anyio.EndOfStream:
                     if connection.reused and not events and not reader.buffered:
                         raise _Stale from None
@@ -303,7 +278,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         """Close a connection (even under cancellation) and free its slot."""
         with anyio.CancelScope(shield=True):
             with suppress(OSError, anyio.BrokenResourceError):
-                await connection.stream.aclose()
+                await connection.socket.aclose()
         self._release_slot()
 
 
@@ -341,17 +316,12 @@ class _ResponseBody(httpx.AsyncByteStream):
                 return
             assert isinstance(event, bytes)
             yield event
-        receive = connection.stream.receive
+        receive = connection.socket.receive
         feed = self._reader.receive
         read_timeout = self._read_timeout
         while True:
             try:
-                if read_timeout is None:
-                    data = await receive(_READ_SIZE)
-                else:
-                    with anyio.fail_after(read_timeout):
-                        data = await receive(_READ_SIZE)
-                events = feed(data)
+                events = feed(await receive(read_timeout))
             except anyio.EndOfStream:
                 try:
                     events = self._reader.receive_eof()

@@ -1,0 +1,230 @@
+"""The byte pipes `StreamingTransport` reads responses from: one per event loop kind.
+
+A streamed response is thousands of small reads. Through anyio's asyncio stream each read
+pauses and resumes the transport (two selector updates) and enters a cancel scope for its
+timeout; `AsyncioSocket` is an `asyncio.Protocol` that keeps reading, queues what arrives
+and wakes one waiting reader, with its timeout a timer that exists only while it waits.
+Under trio (or anything not asyncio) `AnyioSocket` wraps anyio's stream, whose reads are
+already a plain `recv`. Both raise the same things: `anyio.EndOfStream` when the peer
+closed, `anyio.BrokenResourceError` (or `OSError`) when the connection broke, and
+`TimeoutError` when a read waited too long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import ssl
+from collections import deque
+from typing import Final, Protocol
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import anyio.streams.tls
+
+__all__ = ["AnyioSocket", "AsyncioSocket", "Socket", "connect"]
+
+#: Bytes read ahead of the reader before the socket stops reading (TCP then pushes back).
+_HIGH_WATER: Final = 1 << 20
+
+
+class Socket(Protocol):
+    """What the transport needs of a connection."""
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def receive(self, max_wait: float | None) -> bytes:
+        """The next bytes; `TimeoutError` after `max_wait` seconds without any."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+    def dead(self) -> bool:
+        """Whether an idle connection was closed (or written to) by the peer meanwhile."""
+        ...
+
+
+async def connect(host: str, port: int, tls: ssl.SSLContext | None) -> Socket:
+    """A connection to `host:port`, TLS-wrapped (verifying `host`) when `tls` is given."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio: trio
+        return await AnyioSocket.connect(host, port, tls)
+    return await AsyncioSocket.connect(loop, host, port, tls)
+
+
+class AnyioSocket:
+    """A connection through anyio's streams (used under trio)."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self._stream = stream
+
+    @classmethod
+    async def connect(cls, host: str, port: int, tls: ssl.SSLContext | None) -> AnyioSocket:
+        """Connect (happy eyeballs over the host's addresses), then wrap in TLS if asked."""
+        stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
+        if tls is not None:
+            try:
+                stream = await anyio.streams.tls.TLSStream.wrap(
+                    stream, hostname=host, ssl_context=tls, standard_compatible=False
+                )
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+                raise
+        return cls(stream)
+
+    async def send(self, data: bytes) -> None:
+        await self._stream.send(data)
+
+    async def receive(self, max_wait: float | None) -> bytes:
+        if max_wait is None:
+            return await self._stream.receive()
+        with anyio.fail_after(max_wait):
+            return await self._stream.receive()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    def dead(self) -> bool:
+        try:
+            sock = self._stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            if sock.fileno() < 0:
+                return True
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError, anyio.TypedAttributeLookupError):
+            return True
+        return bool(readable)  # an idle HTTP/1.1 connection has nothing to say: EOF or junk
+
+
+class AsyncioSocket(asyncio.Protocol):
+    """A connection as an asyncio protocol: reads queue up as they arrive; `receive` takes them.
+
+    Reading pauses only when more than `_HIGH_WATER` bytes wait unread. A cancelled or timed
+    out `receive` loses nothing: the bytes stay queued for the next one.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._reader: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+        self._reading_paused = False
+
+    @classmethod
+    async def connect(
+        cls, loop: asyncio.AbstractEventLoop, host: str, port: int, tls: ssl.SSLContext | None
+    ) -> AsyncioSocket:
+        """Connect (happy eyeballs over the host's addresses), TLS included when asked."""
+        _, protocol = await loop.create_connection(
+            lambda: cls(loop),
+            host,
+            port,
+            ssl=tls,
+            server_hostname=host if tls is not None else None,
+            happy_eyeballs_delay=0.25,
+        )
+        return protocol
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > _HIGH_WATER and self._transport is not None:
+            self._transport.pause_reading()
+            self._reading_paused = True
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False  # close the transport: a response ends with the peer's FIN at the latest
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        if exc is not None:
+            self._error = exc
+        self._wake()
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    def _wake(self) -> None:
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+
+    # -- Socket --------------------------------------------------------------------------------
+
+    async def send(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise anyio.BrokenResourceError("the connection is closed")
+        transport.write(data)
+        if self._writable is not None:
+            await self._writable
+            if transport.is_closing():
+                raise anyio.BrokenResourceError("the connection closed while writing")
+
+    async def receive(self, max_wait: float | None) -> bytes:
+        chunks = self._chunks
+        if chunks:
+            await anyio.lowlevel.checkpoint()  # data is waiting: still let others run
+        else:
+            if self._eof:
+                if self._error is not None:
+                    raise anyio.BrokenResourceError from self._error
+                raise anyio.EndOfStream
+            reader = self._reader = self._loop.create_future()
+            timer = None if max_wait is None else self._loop.call_later(max_wait, _expire, reader)
+            try:
+                await reader
+            finally:
+                self._reader = None
+                if timer is not None:
+                    timer.cancel()
+            if not chunks:
+                if self._error is not None:
+                    raise anyio.BrokenResourceError from self._error
+                raise anyio.EndOfStream
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        return data
+
+    async def aclose(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        await anyio.lowlevel.checkpoint()
+
+    def dead(self) -> bool:
+        return self._eof or bool(self._chunks) or self._transport is None
+
+
+def _expire(reader: asyncio.Future[None]) -> None:
+    if not reader.done():
+        reader.set_exception(TimeoutError())

@@ -1,0 +1,206 @@
+"""The transport's sockets over real loopback connections, on asyncio and trio.
+
+`connect` gives the asyncio protocol socket under asyncio and anyio's stream under trio;
+both must read the same bytes, time out, report the peer's close and a reset, and lose
+nothing to a cancelled or timed-out read.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import pytest
+
+from multitask._sockets import AnyioSocket, AsyncioSocket, Socket, connect
+
+pytestmark = pytest.mark.anyio
+
+Handler = Callable[[anyio.abc.SocketStream], Awaitable[None]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Socket]]]:
+    """Start a loopback listener running `handler` per connection; return a connected socket."""
+    async with anyio.create_task_group() as tg:
+        sockets: list[Socket] = []
+
+        async def start(handler: Handler) -> Socket:
+            listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+            port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+            async def run() -> None:
+                async with listener:
+                    await listener.serve(handler)
+
+            tg.start_soon(run)
+            sock = await connect("127.0.0.1", port, None)
+            sockets.append(sock)
+            return sock
+
+        yield start
+        for sock in sockets:
+            await sock.aclose()
+        tg.cancel_scope.cancel()
+
+
+async def read_all(sock: Socket) -> bytes:
+    out = b""
+    while True:
+        try:
+            out += await sock.receive(5.0)
+        except anyio.EndOfStream:
+            return out
+
+
+async def read_until_error(sock: Socket) -> tuple[bytes, BaseException]:
+    got = b""
+    while True:
+        try:
+            got += await sock.receive(5.0)
+        except Exception as exc:  # the test looks at which one
+            return got, exc
+
+
+async def test_the_socket_kind_follows_the_event_loop(
+    serve: Callable[[Handler], Awaitable[Socket]], anyio_backend: str
+) -> None:
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        await stream.aclose()
+
+    sock = await serve(handler)
+    assert isinstance(sock, AsyncioSocket if anyio_backend == "asyncio" else AnyioSocket)
+
+
+async def test_bytes_in_order_then_end_of_stream(
+    serve: Callable[[Handler], Awaitable[Socket]],
+) -> None:
+    pieces = [bytes([i]) * (i * 37 + 1) for i in range(50)]
+
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        request = await stream.receive()
+        assert request == b"hello"
+        for piece in pieces:
+            await stream.send(piece)
+            await anyio.lowlevel.checkpoint()
+        await stream.aclose()
+
+    sock = await serve(handler)
+    await sock.send(b"hello")
+    assert await read_all(sock) == b"".join(pieces)
+    with pytest.raises(anyio.EndOfStream):  # and again: the end stays the end
+        await sock.receive(1.0)
+    assert sock.dead()
+
+
+async def test_a_read_times_out_and_loses_nothing(
+    serve: Callable[[Handler], Awaitable[Socket]],
+) -> None:
+    go = anyio.Event()
+
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        await stream.send(b"first")
+        await go.wait()
+        await stream.send(b"second")
+        await stream.aclose()
+
+    sock = await serve(handler)
+    assert await sock.receive(5.0) == b"first"
+    with pytest.raises(TimeoutError):
+        await sock.receive(0.05)
+    go.set()
+    assert await read_all(sock) == b"second"
+
+
+async def test_a_cancelled_read_loses_nothing(
+    serve: Callable[[Handler], Awaitable[Socket]],
+) -> None:
+    go = anyio.Event()
+
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        await go.wait()
+        await stream.send(b"after the cancel")
+        await stream.aclose()
+
+    sock = await serve(handler)
+    with anyio.move_on_after(0.05) as scope:
+        await sock.receive(None)
+    assert scope.cancelled_caught
+    go.set()
+    assert await read_all(sock) == b"after the cancel"
+
+
+async def test_a_reset_is_a_broken_connection(
+    serve: Callable[[Handler], Awaitable[Socket]],
+) -> None:
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        await stream.send(b"partial")
+        raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await anyio.sleep(0.05)
+        await stream.aclose()  # with SO_LINGER 0: an RST, not a FIN
+
+    sock = await serve(handler)
+    got, error = await read_until_error(sock)
+    assert isinstance(error, (anyio.BrokenResourceError, OSError)), repr(error)
+    assert got in (b"", b"partial")  # the RST may overtake unread bytes; never garbled
+
+
+async def test_a_peer_that_sends_faster_than_we_read_is_held_back(
+    serve: Callable[[Handler], Awaitable[Socket]],
+) -> None:
+    """8 MiB sent at once while nobody reads: the socket stops reading past its high-water
+    mark and resumes as the reader catches up; every byte arrives, in order."""
+    block = bytes(range(256)) * 4096  # 1 MiB
+
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        for _ in range(8):
+            await stream.send(block)
+        await stream.aclose()
+
+    sock = await serve(handler)
+    await anyio.sleep(0.2)  # let the sender run ahead
+    data = await read_all(sock)
+    assert len(data) == 8 * len(block)
+    assert data == block * 8
+
+
+async def test_an_idle_connection_knows_the_peer_went(
+    serve: Callable[[Handler], Awaitable[Socket]],
+) -> None:
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        await stream.aclose()
+
+    sock = await serve(handler)
+    for _ in range(500):
+        if sock.dead():
+            break
+        await anyio.sleep(0.01)
+    assert sock.dead()
+
+
+async def test_a_live_idle_connection_is_not_dead(
+    serve: Callable[[Handler], Awaitable[Socket]],
+) -> None:
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        await anyio.sleep_forever()
+
+    sock = await serve(handler)
+    await anyio.sleep(0.05)
+    assert not sock.dead()
+
+
+async def test_sending_on_a_closed_socket_is_an_error(
+    serve: Callable[[Handler], Awaitable[Socket]],
+) -> None:
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        await anyio.sleep_forever()
+
+    sock = await serve(handler)
+    await sock.aclose()
+    with pytest.raises((anyio.BrokenResourceError, anyio.ClosedResourceError)):
+        await sock.send(b"x")

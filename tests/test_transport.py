@@ -332,3 +332,29 @@ async def test_a_proxy_in_the_environment_selects_httpx_transport(
     monkeypatch.delenv("HTTPS_PROXY")
     async with multitask.Client("openai:m", api_key=KEY) as client:
         assert isinstance(client._client()._transport, StreamingTransport)
+
+
+async def test_concurrent_requests_while_idle_connections_expire() -> None:
+    """Requests that find expired idle connections close them (an await) while others take
+    and return connections: the pool must stay consistent (this once raised IndexError)."""
+    reply = Reply(
+        headers=[("content-type", "application/json"), ("connection", "keep-alive")],
+        body=(b"{}",),
+        framing="length",
+        then="hang",
+    )
+    async with HostileServer(reply) as server:
+        transport = StreamingTransport(keepalive_expiry=0.0)
+        async with httpx.AsyncClient(transport=transport) as http:
+
+            async def one() -> None:
+                response = await http.post(server.url + "/x", json={})
+                assert response.json() == {}
+
+            for _ in range(4):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(40):
+                        tg.start_soon(one)
+                assert transport.connections == transport.idle_connections == 40
+        assert transport.connections == 0
+    assert server.connections == 160

@@ -144,18 +144,19 @@ class StreamingTransport(httpx.AsyncBaseTransport):
     # -- connections ---------------------------------------------------------------------------
 
     async def _take_idle(self, origin: Origin) -> _Connection | None:
-        now = anyio.current_time()
-        idle = self._idle
-        for i in range(len(idle) - 1, -1, -1):  # the most recently used first
-            connection = idle[i]
-            if connection.origin != origin:
-                continue
-            del idle[i]
-            if now - connection.idle_since > self._keepalive_expiry or connection.socket.dead():
-                await self._discard(connection)
-                continue
-            return connection
-        return None
+        """The most recently used idle connection to `origin` that is still good, if any."""
+        while True:
+            idle = self._idle
+            for i in range(len(idle) - 1, -1, -1):
+                if idle[i].origin == origin:
+                    connection = idle.pop(i)
+                    break
+            else:
+                return None
+            expired = anyio.current_time() - connection.idle_since > self._keepalive_expiry
+            if not expired and not connection.socket.dead():
+                return connection
+            await self._discard(connection)  # others may change the pool meanwhile: look again
 
     async def _connect(
         self, origin: Origin, request: httpx.Request, timeouts: dict[str, float | None]

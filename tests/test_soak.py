@@ -376,6 +376,7 @@ async def run_batch(client: multitask.Client, docs: range, tally: Tally) -> None
 
 async def test_ten_thousand_documents_under_faults(served: Served, anyio_backend: str) -> None:
     gc.collect()
+    gc.freeze()  # what a long-running service does once started (see the README)
     fds_before = open_fds()
     tasks_before = live_tasks()
     pauses = GCPauses()
@@ -411,6 +412,7 @@ async def test_ten_thousand_documents_under_faults(served: Served, anyio_backend
                 tg.cancel_scope.cancel()
     finally:
         gc.callbacks.remove(pauses)
+        gc.unfreeze()
     wall = time.perf_counter() - started
     await anyio.lowlevel.checkpoint()
     gc.collect()
@@ -481,12 +483,12 @@ async def test_ten_thousand_documents_under_faults(served: Served, anyio_backend
     assert tasks_after == tasks_before, (tasks_before, tasks_after)
     assert rss_after - rss_warm < 32 * 1024, (rss_warm, rss_after)
     assert objects_after - objects_warm < 3_000, (objects_warm, objects_after)
-    # The goal is 50 ms (MAX_LAG), printed above with the measured figures; it is not met on
-    # this shared 2-core machine: the collector's full collections (each request leaves about
-    # fifty objects in reference cycles, most of them httpx's and httpcore's), bursts of many
-    # short steps (500 streams), and the OS running other processes (CI runs beside nothing,
-    # but a developer's machine may not) all stretch it. Timed assertions flake on such
-    # machines, so these are guards against a blocked or hung loop, not the target.
+    # The goal is 50 ms (MAX_LAG), printed above with the measured figures. A single step of
+    # the loop takes a few ms at most; the wall-clock lag also holds the collector's full
+    # collections (their pause grows with the live objects: ~130 per stream in flight, so
+    # ~65,000 at a concurrency of 500, the test harness's own objects frozen as a service
+    # would) and the OS running other processes on a shared machine. Timed assertions flake
+    # on such machines, so these are guards against a blocked or hung loop, not the target.
     assert steps.worst < 10 * MAX_LAG, f"one step ran {steps.worst * 1000:.0f} ms: {steps.what}"
     assert lag.code < 10 * MAX_LAG, f"the loop's code ran {lag.code * 1000:.0f} ms in one tick"
     assert lag.worst < 2.0, f"the event loop stalled for {lag.worst * 1000:.0f} ms"

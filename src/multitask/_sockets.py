@@ -13,6 +13,7 @@ closed, `anyio.BrokenResourceError` (or `OSError`) when the connection broke, an
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import select
 import ssl
 import weakref
@@ -209,7 +210,11 @@ class AsyncioSocket(asyncio.BufferedProtocol):
                     raise anyio.BrokenResourceError from self._error
                 raise anyio.EndOfStream
             reader = self._reader = self._loop.create_future()
-            timer = None if max_wait is None else self._loop.call_later(max_wait, _expire, reader)
+            timer = (
+                None
+                if max_wait is None
+                else self._loop.call_later(max_wait, _expire, reader, context=_NO_CONTEXT)
+            )
             try:
                 await reader
             finally:
@@ -236,6 +241,10 @@ class AsyncioSocket(asyncio.BufferedProtocol):
     def dead(self) -> bool:
         return self._eof or bool(self._chunks) or self._transport is None
 
+
+#: The context the read timers run in: `_expire` reads no context variables, and this spares
+#: a copy of the caller's context per read.
+_NO_CONTEXT: Final = contextvars.Context()
 
 _READ_BUFFERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, memoryview] = (
     weakref.WeakKeyDictionary()

@@ -10,12 +10,22 @@ from dataclasses import dataclass
 
 from ._exceptions import EventTooLargeError
 
-__all__ = ["DEFAULT_MAX_EVENT_BYTES", "SSEDecoder", "ServerSentEvent"]
+__all__ = ["DEFAULT_MAX_EVENT_BYTES", "Frame", "SSEDecoder", "ServerSentEvent"]
 
 #: The largest event (data plus the line being read) the decoder accepts by default.
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
 
+#: One event as `SSEDecoder.frames` gives it: its type, and its data (the raw bytes of its one
+#: data line for an event of the common shape, else the decoded text).
+Frame = tuple[str, bytes | str]
+
 _BOM = b"\xef\xbb\xbf"
+_MESSAGE = "message"
+# Line ends as ints: `13 in data` is a memchr, `b"\r" in data` a much slower substring search.
+_CR, _LF = 13, 10
+# Event type names seen on the fast path, decoded once (bounded: the server picks them).
+_NAMES: dict[bytes, str] = {}
+_MAX_NAMES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +44,10 @@ class SSEDecoder:
     Lines end at CR, LF or CRLF and nowhere else, even when a CRLF pair is split between two
     feeds. A UTF-8 byte order mark at the very start is dropped. Bytes are decoded per line,
     so a multi-byte character split between feeds is never broken.
+
+    Events of the common shape (`data: ...` or `event: X` then `data: ...`, then a blank line,
+    all LF-terminated) are cut out by slicing when nothing is pending from the last feed; any
+    other input goes through the general line-by-line reading, which gives the same events.
     """
 
     __slots__ = (
@@ -41,12 +55,16 @@ class SSEDecoder:
         "_data",
         "_data_size",
         "_event",
+        "_head_name",
+        "_head_size",
         "_last_id",
         "_max_event_bytes",
         "_partial",
         "_retry",
         "_skip_lf",
         "comments",
+        "head",
+        "idle",
     )
 
     def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
@@ -59,6 +77,14 @@ class SSEDecoder:
         self._event = ""
         self._last_id = ""
         self._retry: int | None = None
+        #: Whether nothing is pending (no line, field, CR or byte order mark): the next byte
+        #: starts a new event. (The fast path runs only then.)
+        self.idle = False
+        #: How the last event read alone on the fast path began, up to its data (`data: `, or
+        #: `event: X` + LF + `data: `); the next events most likely begin the same way.
+        self.head = b"data: "
+        self._head_size = 6
+        self._head_name = _MESSAGE
         #: Comment lines seen so far (keep-alives); useful to tell a live stream from a dead one.
         self.comments = 0
 
@@ -69,12 +95,165 @@ class SSEDecoder:
 
     def feed(self, data: bytes) -> list[ServerSentEvent]:
         """Decode the next bytes of the stream; return the events they completed."""
+        if not self.idle:
+            before, data = self._complete(data)
+            if not data:
+                return before
+            if not self.idle:
+                return before + self._lines(data)
+        else:
+            before = []
+        split = self._split(data)
+        if split is None:
+            return before + self._lines(data)
+        frames, tail = split
+        last_id, retry = self._last_id, self._retry
+        events = [
+            ServerSentEvent(value.decode("utf-8", "replace"), name, last_id, retry)
+            for name, value in frames
+        ]
+        if before:
+            events[:0] = before
+        if tail:
+            events += self._lines(tail)
+        return events
+
+    def frames(self, data: bytes) -> list[Frame]:
+        """Like `feed`, for readers that need neither `id` nor `retry`: each event as a
+        `(type, data)` pair, whose data is left as the raw bytes of its data line when the
+        event has the common shape (saving a decode when the reader parses bytes anyway)."""
+        if self.idle:
+            # The commonest feed first: one whole event that starts as the last one did
+            # (`data: ` or `event: X` + LF + `data: `), its data on one line, then the blank line.
+            start = self._head_size
+            end = len(data) - 2
+            if (
+                data.startswith(self.head)
+                and data.find(b"\n", start) == end
+                and data[-1] == _LF
+                and _CR not in data
+                and end < self._max_event_bytes
+            ):
+                return [(self._head_name, data[start:end])]
+            single = self._single(data)
+            if single is not None:
+                return [single]
+            before: list[Frame] = []
+        else:
+            events, data = self._complete(data)
+            before = [(e.event, e.data) for e in events]
+            if not data:
+                return before
+            if not self.idle:
+                return before + [(e.event, e.data) for e in self._lines(data)]
+        split = self._split(data)
+        if split is None:
+            return before + [(e.event, e.data) for e in self._lines(data)]
+        frames, tail = split
+        out: list[Frame] = [*before, *frames]
+        if tail:
+            out += [(e.event, e.data) for e in self._lines(tail)]
+        return out
+
+    def end(self) -> list[ServerSentEvent]:
+        """Say the stream ended. An event not followed by a blank line is discarded, per spec."""
+        self._partial = bytearray()
+        self._data = []
+        self._data_size = 0
+        self._event = ""
+        self.idle = not (self._skip_lf or self._at_start)
+        return []
+
+    # -- the fast path -------------------------------------------------------------------------
+
+    def _complete(self, data: bytes) -> tuple[list[ServerSentEvent], bytes]:
+        """With something pending: read `data` up to the end of the event it is in (the first
+        blank line, after which nothing is pending) the general way; return those events and
+        the rest of `data` (all of it read, and `b""` returned, if that cannot be done)."""
+        cut = data.find(b"\n\n")
+        if cut < 0 or _CR in data:
+            return self._lines(data), b""
+        unfinished = len(data) - data.rfind(b"\n") - 1  # the line after the last LF
+        if unfinished and unfinished + self._data_size > self._max_event_bytes:
+            # Read whole, `data` raises for that line before anything else (as it must).
+            return self._lines(data), b""
+        cut += 2
+        return self._lines(data[:cut]), data[cut:]
+
+    def _single(self, data: bytes) -> tuple[str, bytes] | None:
+        """With nothing pending: `data` as one whole event of the common shape, or None.
+
+        Its start (up to its data) is kept, to recognise the next event by it.
+        """
+        end = len(data) - 2
+        if data[end:] != b"\n\n" or _CR in data or end >= self._max_event_bytes:
+            return None
+        if data.startswith(b"data: "):
+            start = 6
+            name = _MESSAGE
+        elif data.startswith(b"event: "):
+            nl = data.find(b"\n", 7)
+            if not data.startswith(b"data: ", nl + 1):
+                return None
+            start = nl + 7
+            name = _name(data[7:nl])
+        else:
+            return None
+        if data.find(b"\n", start) != end:
+            return None
+        self.head = data[:start]
+        self._head_size = start
+        self._head_name = name
+        return name, data[start:end]
+
+    def _split(self, data: bytes) -> tuple[list[tuple[str, bytes]], bytes] | None:
+        """With nothing pending: the whole events at the start of `data` as `(type, raw data
+        line)` pairs, and the bytes after the last of them; None unless every one of them has
+        the common shape (then the general path reads `data`)."""
+        whole = data.rfind(b"\n\n") + 2
+        if whole < 2 or _CR in data or len(data) > self._max_event_bytes:
+            return None  # (an event within the size limit has a data line within it too)
+        frames: list[tuple[str, bytes]] = []
+        pos = 0
+        find = data.find
+        while pos < whole:
+            stop = find(b"\n\n", pos)  # the blank line ending the event that starts at pos
+            if data.startswith(b"data: ", pos):
+                if find(b"\n", pos + 6, stop) >= 0:
+                    return None  # more lines than one
+                frames.append((_MESSAGE, data[pos + 6 : stop]))
+            elif data.startswith(b"event: ", pos):
+                nl = find(b"\n", pos + 7, stop)
+                if (
+                    nl < 0
+                    or not data.startswith(b"data: ", nl + 1)
+                    or find(b"\n", nl + 7, stop) >= 0
+                ):
+                    return None
+                frames.append((_name(data[pos + 7 : nl]), data[nl + 7 : stop]))
+            else:
+                return None
+            pos = stop + 2
+        return frames, data[whole:]
+
+    # -- the general path ----------------------------------------------------------------------
+
+    def _lines(self, data: bytes) -> list[ServerSentEvent]:
+        """Read `data` line by line (any line ending, pieces of lines, a byte order mark)."""
+        try:
+            return self._read_lines(data)
+        finally:
+            self.idle = not (
+                self._partial or self._data or self._event or self._skip_lf or self._at_start
+            )
+
+    def _read_lines(self, data: bytes) -> list[ServerSentEvent]:
         if self._skip_lf and data:  # an empty feed must not forget the pending CR
             self._skip_lf = False
             if data[:1] == b"\n":
                 data = data[1:]
         if self._partial:
-            if not self._at_start and b"\n" not in data and b"\r" not in data:
+            if not self._at_start and _LF not in data and _CR not in data:
                 # The same line goes on: append (amortised), rather than copy the line per feed.
                 self._partial += data
                 self._check_line(len(self._partial))
@@ -105,14 +284,6 @@ class SSEDecoder:
             if event is not None:
                 events.append(event)
         return events
-
-    def end(self) -> list[ServerSentEvent]:
-        """Say the stream ended. An event not followed by a blank line is discarded, per spec."""
-        self._partial = bytearray()
-        self._data = []
-        self._data_size = 0
-        self._event = ""
-        return []
 
     def _check_line(self, size: int) -> None:
         if size + self._data_size > self._max_event_bytes:
@@ -157,3 +328,13 @@ class SSEDecoder:
         self._data_size = 0
         self._event = ""
         return event
+
+
+def _name(raw: bytes) -> str:
+    """An `event:` line's value as the event type (`message` when empty)."""
+    name = _NAMES.get(raw)
+    if name is None:
+        name = raw.decode("utf-8", "replace") or _MESSAGE
+        if len(_NAMES) < _MAX_NAMES:
+            _NAMES[raw] = name
+    return name

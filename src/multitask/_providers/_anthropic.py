@@ -97,6 +97,24 @@ class AnthropicDecoder(StreamDecoder):
             )
         return ""
 
+    def _fragment(self, obj: Mapping[str, Any]) -> str | None:
+        """A `content_block_delta` of the answer: the tool block's `input_json_delta` (outside
+        parallel mode), or a text block's `text_delta` once the text is the answer."""
+        delta = obj.get("delta")
+        if obj.get("type") != "content_block_delta" or type(delta) is not dict:
+            return None
+        index = obj.get("index")
+        dtype = delta.get("type")
+        if dtype == "input_json_delta":
+            if self.source == "calls" or self._block is None or index != self._block:
+                return None
+            text = delta.get("partial_json")
+        elif dtype == "text_delta" and self.source == "content" and index in self._text_blocks:
+            text = delta.get("text")
+        else:
+            return None
+        return text if type(text) is str else None
+
 
 def _input_tokens(usage: Mapping[str, Any]) -> int:
     return int(

@@ -23,6 +23,18 @@ __all__ = ["AnswerSource", "StreamDecoder", "Usage"]
 # Where JSON may begin in message text: a line that opens an object or array, or a fence.
 _JSON_START = re.compile(r"(?:^|\n)[ \t]*[\[{]|```")
 
+# One JSON string token, quotes included. Scanning valid JSON from its start, every match is
+# a string token of the document: outside strings a quote can only open one.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# What a template's string is replaced with to prove it is the one the answer text comes from.
+_PROBE = rb"\u0001~\\"
+_PROBE_TEXT = "\x01~\\"
+# How many event templates a decoder may learn (each costs a few parses: bounded, so a stream
+# whose events never repeat, with a changing field, costs nothing after the first few).
+_TEMPLATE_BUDGET = 8
+# The methods a template stands in for: a subclass that overrides one reads every event.
+_TEMPLATED = ("payload", "read", "data", "_fragment", "_tool", "_content", "_call")
+
 #: Where the answer is in the stream: a tool call's arguments, the message text, whichever
 #: shows up first (for reading streams whose request we did not build), or many tool calls,
 #: one item each ("calls", for `mode="parallel_tools"`).
@@ -85,16 +97,93 @@ class StreamDecoder:
         self.calls: list[tuple[Any, str]] = []
         self._held = ""  # message text held back: see `_content`
         self._tool_seen = False
+        #: The bytes around the answer string of the events that carry the answer, once they
+        #: were seen to differ only in that string (see `_learn_template`): (prefix, suffix,
+        #: len(prefix), len(suffix)). An event's data that starts and ends with them is read
+        #: by parsing that string alone.
+        self.template: tuple[bytes, bytes, int, int] | None = None
+        self._learn = _TEMPLATE_BUDGET if _templates_apply(type(self)) else 0
 
     def event(self, event: ServerSentEvent) -> str:
         """Decode one server-sent event; return the answer text it carries."""
+        return self.data(event.data, event.event)
+
+    def data(self, data: bytes | str, event: str = "message") -> str:
+        """Decode one event's data (its text, or the raw UTF-8 bytes of its data line, read as
+        the text decoded with replacement would be); return the answer text it carries.
+
+        An event that matches a learned template is read by parsing its answer string alone.
+        """
+        template = self.template
+        if template is not None and type(data) is bytes:
+            prefix, suffix, head, tail = template
+            if data.startswith(prefix) and data.endswith(suffix):
+                try:
+                    # The answer string, its quotes included (the last byte of the prefix and
+                    # the first of the suffix): one short C parse instead of the whole event's.
+                    # (Were the prefix and suffix to overlap, this would be `"` or nothing.)
+                    text = from_json(data[head - 1 : len(data) - tail + 1])
+                except ValueError:
+                    pass  # not one JSON string (a quote or a bad escape inside): read it all
+                else:
+                    if type(text) is str:
+                        return text
+        if isinstance(data, bytes) and not data.isascii():
+            data = data.decode("utf-8", "replace")  # as the text of the event would be
         try:
-            obj = from_json(event.data)
+            obj = from_json(data)
         except ValueError:
-            raise StreamDecodeError(f"event data is not JSON: {event.data[:80]!r}") from None
-        if not isinstance(obj, dict):
-            raise StreamDecodeError(f"event data is not a JSON object: {event.data[:80]!r}")
-        return self.read(obj, event.event)
+            return self._not_json(data if isinstance(data, str) else data.decode(), event)
+        if type(obj) is not dict:
+            text = data if isinstance(data, str) else data.decode()
+            raise StreamDecodeError(f"event data is not a JSON object: {text[:80]!r}")
+        text = self.read(obj, event)
+        if self._learn and text and isinstance(data, bytes):
+            self._learn_template(data, obj, text)
+        return text
+
+    def _not_json(self, data: str, event: str) -> str:
+        """Event data that is not JSON: an error (a provider's end marker, in a subclass)."""
+        raise StreamDecodeError(f"event data is not JSON: {data[:80]!r}")
+
+    def _fragment(self, obj: Mapping[str, Any]) -> str | None:
+        """For a subclass that can read events by template: the answer text of an event that
+        `payload` just read, if `payload` would read any event that differs from it only in
+        that text's value the same way from now on, returning that value and changing
+        nothing; else None. Must not change anything, nor raise."""
+        return None
+
+    def _learn_template(self, data: bytes, obj: dict[str, Any], text: str) -> None:
+        """Learn the bytes around this event's answer string, to read the next events of the
+        same shape (the same bytes but that string) by parsing that string alone.
+
+        Why that is exact: a JSON string token cannot hold an unescaped quote, so in
+        `prefix + X + suffix`, where `"X"` alone parses as a string, the string token opened
+        by the prefix's last byte ends at the suffix's first byte, whatever X is, and every
+        other token is as in the learned event. The event then parses as the learned one
+        did, that one string's value aside, and `_fragment` vouches that `payload` would
+        return that value and change nothing. A probe (the learned bytes with another
+        string there) proves the string is the one the answer text comes from.
+        """
+        try:
+            if self._fragment(obj) != text or text == _PROBE_TEXT or not data.isascii():
+                return
+            self._learn -= 1
+            tried = 0
+            for token in reversed(list(_STRING.finditer(data))):
+                start, end = token.span()
+                if from_json(data[start:end]) != text:
+                    continue
+                prefix, suffix = data[: start + 1], data[end - 1 :]
+                probe = from_json(prefix + _PROBE + suffix)
+                if type(probe) is dict and self._fragment(probe) == _PROBE_TEXT:
+                    self.template = (prefix, suffix, len(prefix), len(suffix))
+                    return
+                tried += 1
+                if tried == 2:
+                    return
+        except (ValueError, LookupError, TypeError, AttributeError):
+            return
 
     def read(self, obj: Mapping[str, Any], event: str = "message") -> str:
         """`payload`, guarded: an event of the wrong shape is a `StreamDecodeError`, never a
@@ -113,6 +202,10 @@ class StreamDecoder:
                         raise TypeError("tool call arguments that are not a string")
         except (LookupError, TypeError, AttributeError) as exc:
             del self.calls[calls:]
+            # The event may have left a field of the wrong type behind (a finish reason that
+            # is a number): from now on every event is read whole, and checked.
+            self.template = None
+            self._learn = 0
             raise StreamDecodeError(
                 f"a {event!r} event of an unexpected shape ({type(exc).__name__}: {exc}): "
                 f"{str(dict(obj))[:120]}"
@@ -189,3 +282,12 @@ class StreamDecoder:
                 items_delivered=items_delivered,
             )
         return None
+
+
+def _templates_apply(cls: type[StreamDecoder]) -> bool:
+    """Whether `cls` reads events by template: it has a `_fragment` and overrides none of
+    the methods (`_TEMPLATED`) of the class that defined it."""
+    owner = next((k for k in cls.__mro__ if "_fragment" in vars(k)), StreamDecoder)
+    if owner is StreamDecoder:
+        return False
+    return all(getattr(cls, name) is getattr(owner, name) for name in _TEMPLATED)

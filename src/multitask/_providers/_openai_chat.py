@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 
 from .._exceptions import StreamError
 from .._prompt import json_instructions
-from .._sse import ServerSentEvent
 from ._base import AnswerSource, StreamDecoder, Usage
 from ._provider import Provider, register_provider
 from ._request import RequestSpec
@@ -43,24 +42,25 @@ class OpenAIChatDecoder(StreamDecoder):
             function = call.get("function") or {}
             self._call(key, function.get("arguments") or "")
 
-    def event(self, event: ServerSentEvent) -> str:
-        if event.data == "[DONE]":
+    def _not_json(self, data: str, event: str) -> str:
+        if data == "[DONE]":
             self.ended = True
             return ""
-        return super().event(event)
+        return super()._not_json(data, event)
 
     def payload(self, obj: Mapping[str, Any], event: str = "message") -> str:
-        error = obj.get("error")
-        if error is not None and not obj.get("choices"):
-            raise _stream_error(error)
-        usage = obj.get("usage")
-        if usage:
-            self.usage = Usage(
-                usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, usage
-            )
         choices = obj.get("choices")
         if not choices:
+            error = obj.get("error")
+            if error is not None:
+                raise _stream_error(error)
+            usage = obj.get("usage")
+            if usage:
+                self._usage(usage)
             return ""
+        usage = obj.get("usage")
+        if usage:
+            self._usage(usage)
         choice = choices[0]
         if choice.get("index", 0):  # with n > 1, the first choice is the answer
             for choice in choices:
@@ -102,6 +102,41 @@ class OpenAIChatDecoder(StreamDecoder):
         if refusal:
             self.refusal += refusal
         return ""
+
+    def _usage(self, usage: Any) -> None:
+        self.usage = Usage(
+            usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, usage
+        )
+
+    def _fragment(self, obj: Mapping[str, Any]) -> str | None:
+        """A chunk that is one fragment of the answer (the answer call's arguments, or the
+        content once the content is the answer) and nothing else: no finish reason, usage,
+        error, or refusal that an empty fragment would let through."""
+        choices = obj.get("choices")
+        if obj.get("error") is not None or obj.get("usage") or type(choices) is not list:
+            return None
+        choice = choices[0] if choices else None
+        if type(choice) is not dict or choice.get("index", 0) or choice.get("finish_reason"):
+            return None
+        delta = choice.get("delta")
+        if type(delta) is not dict:
+            return None
+        if self.source == "tool" and self._tool_seen and self._answer is not None:
+            calls = delta.get("tool_calls")
+            if type(calls) is not list or len(calls) != 1 or type(calls[0]) is not dict:
+                return None
+            call = calls[0]
+            function = call.get("function")
+            if call.get("index", call.get("id")) != self._answer or type(function) is not dict:
+                return None
+            arguments = function.get("arguments")
+            return arguments if type(arguments) is str else None
+        if self.source == "content":
+            if delta.get("tool_calls") or delta.get("function_call") or delta.get("refusal"):
+                return None
+            content = delta.get("content")
+            return content if type(content) is str else None
+        return None
 
 
 def _stream_error(error: Any) -> StreamError:

@@ -10,8 +10,10 @@ the client's connection pool, provider, options, retries and error translation.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, Union, cast
 
@@ -130,8 +132,8 @@ class EventExtraction(Pipeline[T, ExtractionEvent[T]]):
             first_index=first_index,
         )
 
-    def _parse(self, parser: Any, text: str) -> list[Any]:
-        return parser.feed(text, update=False)  # type: ignore[no-any-return]
+    def _feeder(self, parser: Any) -> Callable[[str], list[Any]]:
+        return functools.partial(parser.feed, update=False)
 
     def _absorb(self, parsed: list[Any], out: list[ExtractionEvent[T]]) -> None:
         """Validate each completed item; an invalid one raises (after the events before it)."""

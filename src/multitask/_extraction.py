@@ -7,6 +7,10 @@ Nothing here touches a socket or an event loop; the client and the `from_streami
 helpers are thin loops around `Extraction`. `Pipeline` is what `Extraction` and the partial
 event pipeline (`EventExtraction`) share: framing, decoding, parallel tool calls, deferred
 errors and how the outcome is judged; they differ only in their parser and in what they emit.
+
+`feed_bytes` is the per-event path: a whole event of the shape the decoder learned (see
+`StreamDecoder.data`) costs one short C parse of its answer string; any other input goes
+through `SSEDecoder.frames` and the decoder. Both ways give the same result (`test_fastpath`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import TypeAdapter
+from pydantic_core import from_json
 
 from ._exceptions import IncompleteOutputError, MultitaskError, RefusalError
 from ._ndjson import NDJSONDecoder
@@ -69,6 +74,20 @@ class Pipeline(Generic[T, E]):
             item_type, context=validation_context, on_invalid=on_invalid
         )
         self.parser: _Parser = self._new_parser(whole=False)
+        self._parse_answer = self._feeder(self.parser)
+        # The flat per-event path of `feed_bytes`: SSE framing, and a decoder that reads an
+        # event from its type and data alone (one that overrides `event` gets the whole event).
+        self._sse = (
+            self.events
+            if isinstance(self.events, SSEDecoder) and type(decoder).event is StreamDecoder.event
+            else None
+        )
+        self._max_event_bytes = max_event_bytes
+        # The decoder's template (see `StreamDecoder.data`) over whole events: the SSE head
+        # before its prefix, the blank line after its suffix; and the one it was made from.
+        self._template: tuple[bytes, bytes, int, int] | None = None
+        self._learned: tuple[bytes, bytes, int, int] | None = None
+        self._after = None if type(self)._after_feed is Pipeline._after_feed else self._after_feed
         # Under mode="parallel_tools": one parser per tool call, each call one item.
         self._call_parsers: dict[Any, _Parser] = {}
         self._pending: MultitaskError | None = None
@@ -86,9 +105,13 @@ class Pipeline(Generic[T, E]):
         """Turn what the parser returned into output; raise for an invalid item."""
         raise NotImplementedError
 
+    def _feeder(self, parser: Any) -> Callable[[str], list[Any]]:
+        """How to hand fragments of answer text to one of the parsers."""
+        return parser.feed  # type: ignore[no-any-return]
+
     def _parse(self, parser: Any, text: str) -> list[Any]:
         """Hand a fragment of answer text to one of the parsers."""
-        return parser.feed(text)  # type: ignore[no-any-return]
+        return self._feeder(parser)(text)
 
     def _after_feed(self, out: list[E]) -> None:
         """Called once per feed, after its input was parsed."""
@@ -115,7 +138,77 @@ class Pipeline(Generic[T, E]):
 
     def feed_bytes(self, data: bytes) -> list[E]:
         """Feed raw stream bytes (the response body), in pieces of any size."""
-        return self._feed(self._decode_bytes, data)
+        sse = self._sse
+        if sse is None:
+            return self._feed(self._decode_bytes, data)
+        # `_feed(_decode_bytes)` written out flat: this runs once per network chunk, and the
+        # loop once per event, so every call saved here is saved per event.
+        if self._pending is not None:
+            raise self._pending
+        if self._closed:
+            raise RuntimeError("the extraction was closed")
+        out: list[E] = []
+        try:
+            template = self._template
+            if (
+                template is not None
+                and data.startswith(template[0])
+                and data.endswith(template[1])
+                and sse.idle
+                and len(data) <= self._max_event_bytes
+            ):
+                # One whole event, of the shape the decoder's template reads: what the SSE
+                # decoder and then the decoder would make of it, made at once (`_combine`).
+                try:
+                    text = from_json(data[template[2] : len(data) - template[3]])
+                except ValueError:
+                    text = None
+                if type(text) is str:
+                    if text:
+                        parsed = self._parse_answer(text)
+                        if parsed:
+                            self._absorb(parsed, out)
+                    if self._after is not None:
+                        self._after(out)
+                    return out
+            decoder = self.decoder
+            for name, value in sse.frames(data):
+                text = decoder.data(value, name)
+                if text:
+                    parsed = self._parse_answer(text)
+                    if parsed:
+                        self._absorb(parsed, out)
+                elif decoder.calls:
+                    self._take_calls(out)
+            if decoder.template is not self._learned:
+                self._combine()
+            if self._after is not None:
+                self._after(out)
+        except MultitaskError as exc:
+            self._pending = exc  # raised now if nothing came before it, else on the next call
+            if not out:
+                raise
+        return out
+
+    def _combine(self) -> None:
+        """Extend the decoder's new template over whole events: the SSE head of the event it
+        was learned from before it, the blank line after it.
+
+        An event `head + prefix + X + suffix + LF LF`, where `"X"` parses as a JSON string
+        (so X holds no line end: JSON strings hold no control characters), read with nothing
+        pending is one event whose data is `prefix + X + suffix` (neither holds a line end:
+        they come from one data line), which the decoder reads by its template as X's value.
+        The decoder's template stays right once it is (see `StreamDecoder._learn_template`),
+        so this one does too, even after the decoder learns another.
+        """
+        learned = self._learned = self.decoder.template
+        self._template = None
+        if learned is None or self._sse is None:
+            return
+        if any(end in part for part in learned[:2] for end in (10, 13)):
+            return  # (cannot be: the decoder learns only from events read on the fast path)
+        prefix, suffix = self._sse.head + learned[0], learned[1] + b"\n\n"
+        self._template = (prefix, suffix, len(prefix) - 1, len(suffix) - 1)
 
     def feed_event(self, event: ServerSentEvent) -> list[E]:
         """Feed one decoded server-sent event."""
@@ -202,7 +295,7 @@ class Pipeline(Generic[T, E]):
 
     def _answer(self, text: str, out: list[E]) -> None:
         if text:
-            self._absorb(self._parse(self.parser, text), out)
+            self._absorb(self._parse_answer(text), out)
         elif self.decoder.calls:
             self._take_calls(out)
 

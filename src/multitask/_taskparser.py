@@ -121,13 +121,43 @@ class TaskParser:
         Raises `MalformedOutputError` on bad JSON, but only after the items completed before
         the bad spot were returned (by this call, or the one before).
         """
-        if self._state == _JSON:
-            return self._feed_json(text)
-        if self._error is not None:
-            raise self._error
-        if self._state == _DONE or not text:
-            return []
-        return self._feed_preamble(text)
+        if self._state != _JSON:
+            if self._error is not None:
+                raise self._error
+            if self._state == _DONE or not text:
+                return []
+            return self._feed_preamble(text)
+        if not text:
+            return []  # kept out of the buffer: sending b"" would tell ijson the input ended
+        self._buffer.append(text)
+        buffered = self._buffered = self._buffered + len(text)
+        head = self._head
+        if head is not None:
+            # Until the first item, keep the text: at the end it tells whether the object has
+            # a top-level `tasks` list at all (an empty answer and a wrong one look alike).
+            head.append(text)
+            if self._fed + buffered > self._max_item_bytes:
+                self._head = None
+        # Could this fragment complete an item? Cheap string-state tracking, written out here
+        # (this runs once per event) rather than in a method of its own.
+        if self._escape or "\\" in text:
+            finish = self._scan_escaped(text)
+        else:
+            quotes = text.count('"')
+            in_string = self._in_string
+            if quotes & 1:
+                self._in_string = not in_string
+            if in_string and not quotes:
+                finish = False  # entirely inside one string: nothing can finish
+            elif self._string_items and (quotes or "," in text):
+                finish = True
+            else:
+                finish = "}" in text or "]" in text
+        if finish:
+            return self._flush()
+        if self._fed + buffered - self._item_start > self._max_item_bytes:
+            self._too_large()
+        return []
 
     def close(self) -> list[Any]:
         """Say the answer ended; return the items that completes (usually none).
@@ -191,7 +221,7 @@ class TaskParser:
         if stripped[0] in "{[":
             self._preamble = ""
             self._start_json(stripped[0])
-            return self._feed_json(stripped)
+            return self.feed(stripped)
         # The text before held no match, so one can only begin on its last line: search from
         # there, not from the start (which made long prose fed in small pieces quadratic).
         last_line = self._preamble.rfind("\n")
@@ -205,7 +235,7 @@ class TaskParser:
             self._preamble = ""
             rest = preamble[opener.start(1) :]
             self._start_json(rest[0])
-            return self._feed_json(rest)
+            return self.feed(rest)
         if len(preamble) > self._max_item_bytes:
             raise ItemTooLargeError(
                 f"no JSON found in the first {self._max_item_bytes} characters of the answer"
@@ -222,38 +252,6 @@ class TaskParser:
         self._state = _JSON
 
     # -- feeding the C parser ------------------------------------------------------------------
-
-    def _feed_json(self, text: str) -> list[Any]:
-        if not text:
-            return []  # kept out of the buffer: sending b"" would tell ijson the input ended
-        self._buffer.append(text)
-        self._buffered += len(text)
-        head = self._head
-        if head is not None:
-            # Until the first item, keep the text: at the end it tells whether the object has
-            # a top-level `tasks` list at all (an empty answer and a wrong one look alike).
-            head.append(text)
-            if self._fed + self._buffered > self._max_item_bytes:
-                self._head = None
-        if self._may_finish(text):
-            return self._flush()
-        if self._fed + self._buffered - self._item_start > self._max_item_bytes:
-            self._too_large()
-        return []
-
-    def _may_finish(self, text: str) -> bool:
-        """Whether this fragment could complete an item: cheap string-state tracking."""
-        if "\\" in text or self._escape:
-            return self._scan_escaped(text)
-        quotes = text.count('"')
-        was_in_string = self._in_string
-        if quotes & 1:
-            self._in_string = not was_in_string
-        if was_in_string and not quotes:
-            return False  # entirely inside one string: nothing can finish
-        if self._string_items and (quotes or "," in text):
-            return True
-        return "}" in text or "]" in text
 
     def _scan_escaped(self, text: str) -> bool:
         in_string = self._in_string

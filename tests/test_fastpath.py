@@ -1,0 +1,545 @@
+"""The per-event fast paths give exactly what the general paths give, on any input.
+
+* `SSEDecoder.feed` and `frames` cut events of the common shape out of the bytes by slicing;
+  the reference is the same decoder reading every byte line by line (`GeneralSSE`).
+* A provider decoder that learned a template (`StreamDecoder.template`) reads an event by
+  parsing its answer string alone; the reference is a twin that never learns one.
+* `Extraction.feed_bytes` reads a whole event by that template extended over the SSE framing;
+  the reference is the general per-event path (`ServerSentEvent`s, each event parsed whole).
+
+Every comparison is per feed: what came out, or the error raised (type and message), and the
+decoders' state after it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from multitask import MultiTask, MultitaskError
+from multitask._exceptions import EventTooLargeError
+from multitask._extraction import Extraction
+from multitask._providers import (
+    AnswerSource,
+    AnthropicDecoder,
+    GeminiDecoder,
+    Mode,
+    OpenAIChatDecoder,
+    RequestSpec,
+    StreamDecoder,
+    get_provider,
+)
+from multitask._sse import Frame, ServerSentEvent, SSEDecoder
+from multitask.testing import Script, _wire
+
+FAST = settings(
+    max_examples=60,
+    deadline=timedelta(seconds=5),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+class User(BaseModel):
+    name: str
+    age: int
+
+
+MULTI = MultiTask(User)
+
+
+class GeneralSSE(SSEDecoder):
+    """The SSE decoder with its fast path off: every byte is read line by line."""
+
+    __slots__ = ()
+
+    def feed(self, data: bytes) -> list[ServerSentEvent]:
+        return self._lines(data)
+
+    def frames(self, data: bytes) -> list[Frame]:
+        return [(e.event, e.data) for e in self._lines(data)]
+
+
+def outcome(fn: Callable[[], Any]) -> Any:
+    """What `fn()` returned, or the error it raised (its type and message)."""
+    try:
+        return ("ok", fn())
+    except MultitaskError as exc:
+        return ("error", type(exc), str(exc))
+
+
+# -- SSE ----------------------------------------------------------------------------------------
+
+_names = st.sampled_from([b"content_block_delta", b"ping", b"", b" x", b"a:b", b"\xff", b"\xc3"])
+_values = (
+    st.binary(max_size=24)
+    | st.sampled_from([b"", b"{}", b"[DONE]", b'{"a":"b"}', b"caf\xc3\xa9", b"\xef\xbb\xbf"])
+    | st.lists(st.sampled_from([b"a", b"\r", b"\n", b" ", b":", b"\xff", b"\xc3"]), max_size=6).map(
+        b"".join
+    )
+)
+
+
+@st.composite
+def _common_event(draw: st.DrawFn) -> bytes:
+    head = b"event: " + draw(_names) + b"\n" if draw(st.booleans()) else b""
+    return head + b"data: " + draw(_values) + b"\n\n"
+
+
+_odd_piece = st.sampled_from(
+    [
+        b"\n",
+        b"\r\n",
+        b": keep-alive\n\n",
+        b"id: 7\n",
+        b"id: 8\ndata: x\n\n",
+        b"retry: 10\n",
+        b"data: a\ndata: b\n\n",
+        b"data:x\n\n",
+        b"event: e\n\n",
+        b"event: e\r\ndata: x\r\n\r\n",
+        b"data: y\r\r",
+        b"data",
+        b"\xef\xbb\xbf",
+        b"event: e\n",
+        b"data: partial",
+    ]
+)
+
+
+@st.composite
+def sse_stream(draw: st.DrawFn) -> list[bytes]:
+    """Feeds of an event stream: mostly whole events of the common shape, one per feed, with
+    odd events, merged feeds and split feeds among them."""
+    pieces = draw(st.lists(_common_event() | _odd_piece, max_size=14))
+    feeds: list[bytes] = []
+    for piece in pieces:
+        how = draw(st.integers(0, 5))
+        if how == 0 and feeds:
+            feeds[-1] += piece  # two events in one feed
+        elif how == 1 and len(piece) > 1:
+            cut = draw(st.integers(1, len(piece) - 1))
+            feeds += [piece[:cut], piece[cut:]]
+        else:
+            feeds.append(piece)
+    return feeds
+
+
+def _frames_as_text(frames: list[Frame]) -> list[tuple[str, str]]:
+    return [(n, v.decode("utf-8", "replace") if isinstance(v, bytes) else v) for n, v in frames]
+
+
+@FAST
+@given(feeds=sse_stream(), cap=st.none() | st.integers(1, 40))
+def test_sse_feed_matches_the_general_reading(feeds: list[bytes], cap: int | None) -> None:
+    limit = {} if cap is None else {"max_event_bytes": cap}
+    fast, general = SSEDecoder(**limit), GeneralSSE(**limit)
+    for data in feeds:
+        got = outcome(lambda d=data: fast.feed(d))
+        assert got == outcome(lambda d=data: general.feed(d))
+        if got[0] == "error":
+            return
+        assert (fast.last_event_id, fast.comments) == (general.last_event_id, general.comments)
+        assert fast.idle == general.idle
+    assert fast.end() == general.end()
+
+
+@FAST
+@given(feeds=sse_stream(), cap=st.none() | st.integers(1, 40))
+def test_sse_frames_match_the_general_reading(feeds: list[bytes], cap: int | None) -> None:
+    limit = {} if cap is None else {"max_event_bytes": cap}
+    fast, general = SSEDecoder(**limit), GeneralSSE(**limit)
+    for data in feeds:
+        got = outcome(lambda d=data: _frames_as_text(fast.frames(d)))
+        assert got == outcome(lambda d=data: general.frames(d))
+        if got[0] == "error":
+            return
+        assert fast.comments == general.comments
+
+
+def test_sse_idle_between_events_only() -> None:
+    decoder = SSEDecoder()
+    assert not decoder.idle  # a byte order mark may still come
+    assert decoder.feed(b"data: a\n\n") == [ServerSentEvent("a")]
+    assert decoder.idle
+    assert decoder.feed(b"data: b") == []
+    assert not decoder.idle
+    events = decoder.feed(b"\n\nevent: x\ndata: c\n\n")
+    assert events == [ServerSentEvent("b"), ServerSentEvent("c", "x")]
+    assert decoder.idle
+    assert decoder.head == b"data: "  # the last event read alone began so
+    assert decoder.frames(b"event: x\ndata: d\n\n") == [("x", b"d")]
+    assert decoder.head == b"event: x\ndata: "
+
+
+def test_sse_a_line_too_long_raises_first_as_when_read_whole() -> None:
+    """The error a feed raises does not depend on where the fast path cut it."""
+    for feed in (b"data: \x00\n\n\ndata", b"data: abc\n\ndata: x\n\nevent: long"):
+        for cap in range(1, len(feed) + 2):
+            fast, general = SSEDecoder(max_event_bytes=cap), GeneralSSE(max_event_bytes=cap)
+            assert outcome(lambda: fast.feed(feed)) == outcome(lambda: general.feed(feed))  # noqa: B023
+
+
+def test_sse_frames_keep_the_common_shape_as_bytes() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b": hello\n\n")
+    assert decoder.frames(b'data: {"a":1}\n\n') == [("message", b'{"a":1}')]
+    assert decoder.frames(b"data: a\ndata: b\n\n") == [("message", "a\nb")]
+    assert decoder.frames(b"data: x\r\n\r\n") == [("message", "x")]
+    assert decoder.frames(b"data: x\ry\n\n") == [("message", "x")]  # y: a field, unknown
+    assert decoder.frames(b"event: e\rdata: y\n\n") == [("e", "y")]
+    assert decoder.frames(b"event: e\ndata: 1\n\ndata: 2\n\ndata: 3") == [
+        ("e", b"1"),
+        ("message", b"2"),
+    ]
+    assert decoder.frames(b"\n\n") == [("message", "3")]
+
+
+# -- decoder templates ---------------------------------------------------------------------------
+
+
+def _request(provider: str, mode: Mode) -> dict[str, Any]:
+    spec = RequestSpec("m", MULTI, mode, "system", [{"role": "user", "content": "t"}])
+    return dict(get_provider(provider, base_url="http://x", api_key="k").request(spec).json)
+
+
+USERS = [{"name": f'user "{k}" \\ é', "age": k} for k in range(6)]
+
+#: name: (decoder class, answer source, provider, mode)
+CASES: dict[str, tuple[type[StreamDecoder], AnswerSource, str, Mode]] = {
+    "openai-tool": (OpenAIChatDecoder, "tool", "openai", "tools"),
+    "openai-auto": (OpenAIChatDecoder, "auto", "openai", "tools"),
+    "openai-content": (OpenAIChatDecoder, "content", "openai", "json_schema"),
+    "anthropic-tool": (AnthropicDecoder, "tool", "anthropic", "tools"),
+    "anthropic-content": (AnthropicDecoder, "content", "anthropic", "json"),
+}
+
+
+@cache
+def stream(case: str, chunk_size: int = 4) -> tuple[bytes, ...]:
+    """The events (one SSE event each) of a rendered stream of `USERS`."""
+    _, _, provider, mode = CASES[case]
+    script = Script(items=USERS, chunk_size=chunk_size)
+    plan = _wire.stream_plan(
+        provider, _request(provider, mode), script, ids=_wire.Ids(3), now=0, model="m"
+    )
+    return tuple(c.data for c in plan.chunks)
+
+
+def twins(case: str) -> tuple[StreamDecoder, StreamDecoder]:
+    """A decoder for `case`, and its reference twin, which never learns a template."""
+    cls, source, _, _ = CASES[case]
+    learner, reference = cls(source), cls(source)
+    reference._learn = 0
+    return learner, reference
+
+
+def state(decoder: StreamDecoder) -> dict[str, Any]:
+    """Everything a decoder holds, but its template."""
+    return {k: v for k, v in vars(decoder).items() if k not in ("template", "_learn")}
+
+
+def same(learner: StreamDecoder, reference: StreamDecoder, data: bytes | str, name: str) -> None:
+    got = outcome(lambda: learner.data(data, name))
+    assert got == outcome(lambda: reference.data(data, name))
+    assert state(learner) == state(reference)
+
+
+def payloads(events: tuple[bytes, ...]) -> list[tuple[str, bytes | str]]:
+    decoder = SSEDecoder()
+    return [frame for event in events for frame in decoder.frames(event)]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_template_is_learned_and_reads_as_the_whole_event_does(case: str) -> None:
+    learner, reference = twins(case)
+    for name, value in payloads(stream(case)):
+        same(learner, reference, value, name)
+    assert learner.template is not None
+    assert reference.template is None
+
+
+_escapes = st.sampled_from(
+    [
+        b'"',
+        b"\\",
+        b'\\"',
+        b"\\\\",
+        b"\\u",
+        b"\\ud800",
+        b"\\udc00",
+        b"\\ud83d\\ude00",
+        b"\\u00e9",
+        b"\\n",
+        b"\\x",
+        b"\n",
+        b"\r",
+        b"\t",
+        b"\x00",
+        b"\x7f",
+        b"\xff",
+        b"\xc3",
+        b"\xc3\xa9",
+        b"\xed\xa0\x80",
+        b"a",
+        b"}",
+        b'"}}',
+        b'","x":"',
+        b"\\u0001~\\\\",
+    ]
+)
+_fragments = (
+    st.binary(max_size=16)
+    | st.text(max_size=12).map(lambda t: json.dumps(t)[1:-1].encode())
+    | st.text(max_size=12).map(
+        lambda t: json.dumps(t, ensure_ascii=False)[1:-1].encode("utf-8", "surrogatepass")
+    )
+    | st.lists(_escapes, max_size=8).map(b"".join)
+)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@FAST
+@given(fragments=st.lists(_fragments, min_size=1, max_size=6), data=st.data())
+def test_any_string_in_a_template_reads_as_the_whole_event_does(
+    case: str, fragments: list[bytes], data: st.DataObject
+) -> None:
+    """Events of the learned shape with any bytes where the answer string is, and the rest of
+    the real stream after them."""
+    learner, reference = twins(case)
+    frames = payloads(stream(case))
+    start = data.draw(st.integers(0, len(frames) - 1), label="start")
+    for name, value in frames[:start]:
+        same(learner, reference, value, name)
+    if learner.template is None:
+        for name, value in frames[start:]:
+            same(learner, reference, value, name)
+        return
+    prefix, suffix, _, _ = learner.template
+    for fragment in fragments:
+        same(learner, reference, prefix + fragment + suffix, "message")
+    for name, value in frames[start:]:
+        same(learner, reference, value, name)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@FAST
+@given(data=st.data())
+def test_mutated_events_read_as_the_whole_events_do(case: str, data: st.DataObject) -> None:
+    """Real events with a byte flipped, inserted or deleted anywhere (the template's shape
+    broken in any place): the learner and the reference agree all along."""
+    learner, reference = twins(case)
+    frames = payloads(stream(case))
+    for name, value in frames:
+        if isinstance(value, bytes) and value and data.draw(st.integers(0, 3)) == 0:
+            at = data.draw(st.integers(0, len(value) - 1), label="at")
+            op = data.draw(st.sampled_from(["flip", "insert", "delete"]), label="op")
+            byte = data.draw(st.integers(0, 255) | st.sampled_from(list(b'"\\{}[],:')))
+            if op == "flip":
+                value = value[:at] + bytes([value[at] ^ (1 << (byte % 8))]) + value[at + 1 :]
+            elif op == "insert":
+                value = value[:at] + bytes([byte]) + value[at:]
+            else:
+                value = value[:at] + value[at + 1 :]
+        same(learner, reference, value, name)
+
+
+def test_captured_streams_read_the_same_with_templates(wire: Path) -> None:
+    for path in sorted(wire.glob("*/*.sse")):
+        cls: type[StreamDecoder] = (
+            AnthropicDecoder if path.parent.name == "anthropic" else OpenAIChatDecoder
+        )
+        for source in ("tool", "content", "auto", "calls"):
+            learner, reference = cls(source), cls(source)  # type: ignore[arg-type]
+            reference._learn = 0
+            events = SSEDecoder()
+            for name, value in events.frames(path.read_bytes()):
+                got = outcome(lambda: learner.data(value, name))  # noqa: B023
+                assert got == outcome(lambda: reference.data(value, name))  # noqa: B023
+                assert state(learner) == state(reference)
+
+
+def test_openai_tool_template_spans_the_arguments_string() -> None:
+    learner, _ = twins("openai-tool")
+    for name, value in payloads(stream("openai-tool")):
+        learner.data(value, name)
+    assert learner.template is not None
+    prefix, suffix, _, _ = learner.template
+    assert prefix.endswith(b'"arguments":"')
+    assert suffix.startswith(b'"}}]}')
+
+
+def test_no_template_for_a_decoder_that_overrides_what_it_stands_in_for() -> None:
+    class Recording(OpenAIChatDecoder):
+        def payload(self, obj: Any, event: str = "message") -> str:
+            return super().payload(obj, event)
+
+    decoder = Recording("tool")
+    for name, value in payloads(stream("openai-tool")):
+        decoder.data(value, name)
+    assert decoder.template is None
+    assert GeminiDecoder("tool")._learn == 0  # no `_fragment`: never learns
+    assert OpenAIChatDecoder("tool")._learn > 0
+
+
+def test_no_template_from_an_event_that_carries_more_than_its_fragment() -> None:
+    """A chunk with a refusal beside its content: an empty content would let the refusal
+    through, so the chunk is no template (and the refusal is read when it matters)."""
+    learner, reference = OpenAIChatDecoder("content"), OpenAIChatDecoder("content")
+    reference._learn = 0
+
+    def chunk(content: str, refusal: str | None = None) -> bytes:
+        delta: dict[str, Any] = {"content": content}
+        if refusal is not None:
+            delta["refusal"] = refusal
+        choice = {"index": 0, "delta": delta, "finish_reason": None}
+        return json.dumps({"id": "c", "choices": [choice]}, separators=(",", ":")).encode()
+
+    for data in [chunk('{"tasks"', "no"), chunk(": [", "no"), chunk("", "no"), chunk("]}")]:
+        same(learner, reference, data, "message")
+    assert learner.refusal == "no"
+    usage = b'{"id":"c","choices":[{"index":0,"delta":{"content":"x"}}],"usage":{"a":1}}'
+    learner = OpenAIChatDecoder("content")
+    learner.data(usage, "message")
+    assert learner.template is None
+
+
+def test_a_shape_error_ends_the_template() -> None:
+    """After an event of a wrong shape (here a finish reason that is a number, which stays),
+    every event is read whole, as the reference reads it: each one raises."""
+    learner, reference = twins("openai-tool")
+    frames = payloads(stream("openai-tool"))
+    for name, value in frames[:20]:
+        same(learner, reference, value, name)
+    assert learner.template is not None
+    prefix, suffix, _, _ = learner.template
+    bad = prefix + b"x" + suffix.replace(b'"finish_reason":null', b'"finish_reason":5')
+    assert bad != prefix + b"x" + suffix
+    for data in [bad, prefix + b"y" + suffix, *[v for _, v in frames[20:]]]:
+        same(learner, reference, data, "message")
+    assert learner.template is None
+
+
+def test_the_learning_budget_bounds_a_stream_that_never_repeats() -> None:
+    decoder = OpenAIChatDecoder("tool")
+    events = payloads(stream("openai-tool"))
+    for k, (name, value) in enumerate(events[1:-1]):  # not the first, nor [DONE]
+        assert isinstance(value, bytes)
+        # a field that changes at every event (as OpenAI's `obfuscation` does)
+        decoder.data(value[:-1] + b',"o":"' + str(k).encode() + b'"}', name)
+    assert decoder._learn == 0
+
+
+# -- the pipeline ------------------------------------------------------------------------------
+
+
+def reference_extraction(case: str, **limits: Any) -> Extraction[User]:
+    """The general per-event path: SSE read line by line, each event parsed whole."""
+    _, reference = twins(case)
+    extraction = MULTI.extraction(reference, **limits)
+    extraction.events = GeneralSSE(**limits)
+    extraction._sse = None
+    return extraction
+
+
+def fast_extraction(case: str, **limits: Any) -> Extraction[User]:
+    learner, _ = twins(case)
+    return MULTI.extraction(learner, **limits)
+
+
+@st.composite
+def feeds_of(draw: st.DrawFn, events: tuple[bytes, ...]) -> list[bytes]:
+    """The events as feeds: mostly one each, some mutated, merged or split."""
+    feeds: list[bytes] = []
+    for event in events:
+        if draw(st.integers(0, 19)) == 0:
+            feeds.append(draw(_odd_piece))  # something pending before the event, maybe
+        how = draw(st.integers(0, 9))
+        if how == 0:
+            at = draw(st.integers(0, len(event) - 1))
+            byte = draw(st.sampled_from(list(b'"\\{}[],:a\n\r\x00\xff')))
+            event = event[:at] + bytes([byte]) + event[at + 1 :]
+        elif how == 1:
+            at = draw(st.integers(0, len(event)))
+            event = event[:at] + draw(_escapes) + event[at:]
+        how = draw(st.integers(0, 9))
+        if how == 0 and feeds:
+            feeds[-1] += event
+        elif how == 1:
+            cut = draw(st.integers(0, len(event)))
+            feeds += [event[:cut], event[cut:]]
+        else:
+            feeds.append(event)
+    if draw(st.booleans()):
+        feeds = feeds[: draw(st.integers(0, len(feeds)))]  # cut off
+    return feeds
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@FAST
+@given(data=st.data(), cap=st.none() | st.integers(100, 400), chunk_size=st.integers(1, 9))
+def test_extraction_reads_any_feeds_as_the_general_path_does(
+    case: str, data: st.DataObject, cap: int | None, chunk_size: int
+) -> None:
+    limits = {} if cap is None else {"max_event_bytes": cap}
+    feeds = data.draw(feeds_of(stream(case, chunk_size)), label="feeds")
+    fast, reference = fast_extraction(case, **limits), reference_extraction(case, **limits)
+    for piece in feeds:
+        got = outcome(lambda: fast.feed_bytes(piece))  # noqa: B023
+        assert got == outcome(lambda: reference.feed_bytes(piece))  # noqa: B023
+        if got[0] == "error":
+            break
+    assert fast.close() == reference.close()
+    assert outcome(fast.raise_for_outcome) == outcome(reference.raise_for_outcome)
+    assert (fast.usage, fast.finish_reason, fast.delivered) == (
+        reference.usage,
+        reference.finish_reason,
+        reference.delivered,
+    )
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_extraction_of_a_whole_stream_uses_the_template(case: str) -> None:
+    extraction = fast_extraction(case)
+    items = [x for event in stream(case) for x in extraction.feed_bytes(event)]
+    items += extraction.close()
+    extraction.raise_for_outcome()
+    assert items == [User(**u) for u in USERS]
+    assert extraction._template is not None
+    prefix, suffix, _, _ = extraction._template
+    assert prefix.startswith((b"data: ", b"event: "))
+    assert suffix.startswith(b'"')
+    assert suffix.endswith(b"\n\n")
+
+
+def test_extraction_whose_decoder_reads_whole_events_takes_the_general_path() -> None:
+    class Seen(OpenAIChatDecoder):
+        def event(self, event: ServerSentEvent) -> str:
+            self.seen = getattr(self, "seen", 0) + 1
+            return super().event(event)
+
+    decoder = Seen("tool")
+    extraction = MULTI.extraction(decoder)
+    events = stream("openai-tool")
+    items = [x for event in events for x in extraction.feed_bytes(event)] + extraction.close()
+    assert items == [User(**u) for u in USERS]
+    assert decoder.seen == len(events)
+
+
+def test_event_too_large_on_the_fast_path() -> None:
+    events = stream("openai-tool")
+    fast = fast_extraction("openai-tool", max_event_bytes=400)
+    for event in events[:20]:
+        fast.feed_bytes(event)
+    assert fast._template is not None
+    big = events[20].replace(b'"arguments":"', b'"arguments":"' + b" " * 400)
+    with pytest.raises(EventTooLargeError):
+        fast.feed_bytes(big)

@@ -1,11 +1,16 @@
 """Profile multitask's per-event path (SSE bytes in, validated items out) with cProfile.
 
     python benchmarks/profile_core.py [--stream openai|anthropic] [--workload a|b|c] [--top 20]
+                                      [--no-templates]
 
 Feeds one workload-1 stream (see `run.py`) to `Extraction.feed_bytes` event by event, as the
 client does, and prints the functions that cost the most time of their own, with the total
 per event. cProfile adds its own cost to every Python call, so read the ranking and the
 shares, not the absolute times (`run.py` measures those without a profiler).
+
+`--no-templates` turns off the decoders' event templates, so that every event is parsed
+whole: the path of a stream whose events never repeat their shape (OpenAI chunks with an
+`obfuscation` field that changes at every event, say).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import cProfile
 import pstats
 import sys
 
+import multitask._providers._base
 from _common import PROVIDERS, parser_workloads, render
 from _contenders import run_multitask
 
@@ -25,7 +31,10 @@ def main() -> int:
     parser.add_argument("--stream", choices=PROVIDERS, default="openai")
     parser.add_argument("--workload", choices=["a", "b", "c"], default="a")
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--no-templates", action="store_true", help="parse every event whole")
     args = parser.parse_args()
+    if args.no_templates:
+        multitask._providers._base._TEMPLATE_BUDGET = 0
     work = next(w for w in parser_workloads(False) if w.key == args.workload)
     events, _ = render(args.stream, work)
     run_multitask(args.stream, work.model, events)  # warm up: schemas, adapters

@@ -193,13 +193,6 @@ async def test_an_item_over_the_limit_in_one_delta_fails_after_the_items_before_
     assert result.items == EXPECTED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,  # DID NOT RAISE
-    reason="_partial.py PartialTaskParser checks max_item_bytes only against text buffered "
-    "before an item closes: an item larger than the limit that arrives in one delta is "
-    "delivered by extract_events (TaskParser._within_limit does this for extract_stream)",
-)
 async def test_an_item_over_the_limit_in_one_delta_in_extract_events() -> None:
     big = json.dumps({"name": "y" * 50_000, "age": 1})
     pieces = [*events(opening()), event(big), *events("]}"), FINISH]
@@ -208,7 +201,9 @@ async def test_an_item_over_the_limit_in_one_delta_in_extract_events() -> None:
             "openai:m", base_url=server.url + "/v1", api_key=KEY, max_retries=0
         ) as client:
             done: list[User] = []
-            with pytest.raises(multitask.ItemTooLargeError):  # noqa: PT012
+            with pytest.raises(  # noqa: PT012
+                multitask.ItemTooLargeError, match="item 3 is larger than 10000"
+            ):
                 async with client.extract_events(User, "text", max_item_bytes=10_000) as stream:
                     async for e in stream:
                         if isinstance(e, multitask.ItemDone):
@@ -386,12 +381,6 @@ async def test_nesting_that_never_closes_is_incomplete() -> None:
     assert result.items == EXPECTED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="_partial.py _copy (PartialTaskParser.snapshot) copies the item being written "
-    "recursively: extract_events on an item nested 10,000 deep raises RecursionError",
-)
 async def test_nesting_ten_thousand_deep_in_extract_events() -> None:
     answer = opening(USERS[:1]) + '{"name":"deep","extra":' + DEEP + ',"age":7}]}'
     async with HostileServer(Reply(body=[*events(answer, 64), FINISH])) as server:

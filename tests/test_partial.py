@@ -260,6 +260,125 @@ def test_item_size_cap() -> None:
         parser.feed("x" * 50)
 
 
+def feed_until_error(parser: PartialTaskParser, pieces: list[str]) -> tuple[list[Any], Any]:
+    """The events until an error, and the error: raised by `feed` (after the events before
+    it, on the next call) or found by `close`."""
+    events: list[Any] = []
+    raised: multitask.MultitaskError | None = None
+    try:
+        for piece in [*pieces, " "]:
+            events.extend(parser.feed(piece))
+    except multitask.MultitaskError as exc:
+        raised = exc
+    if raised is None:
+        events.extend(parser.close())
+        return events, parser.error
+    assert parser.done
+    assert parser.close() == []
+    assert parser.error is raised
+    return events, raised
+
+
+def test_an_item_over_the_limit_in_one_piece_fails_after_the_items_before_it() -> None:
+    """The buffer never held more than the limit before the item closed: its size tells."""
+    small = [json.dumps(u) for u in USERS[:3]]
+    big = json.dumps({"name": "y" * 5_000, "age": 1})
+    answer = '{"tasks": [' + ", ".join([*small, big, small[0]]) + "]}"
+    for pieces in ([answer], ['{"tasks": [' + ", ".join(small) + ", ", big, ", ", "]}"]):
+        parser = PartialTaskParser(max_item_bytes=1000)
+        events, error = feed_until_error(parser, pieces)
+        assert [e.item for e in events if isinstance(e, ItemDone)] == USERS[:3]
+        assert isinstance(error, multitask.ItemTooLargeError)
+        assert "item 3 is larger than 1000 characters" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("answer", "whole"),
+    [
+        ('{"tasks": [{"name": "' + "y" * 2000 + '", "age": 1}]}', False),
+        ('{"name": "' + "y" * 2000 + '", "age": 1}', True),
+        ('{"tasks": ["' + "y" * 2000 + '"]}', False),  # a string item
+        ("[" + json.dumps(list(range(1000))) + "]", False),
+    ],
+    ids=["object", "whole", "string", "list"],
+)
+def test_a_first_item_over_the_limit_in_one_piece(answer: str, whole: bool) -> None:
+    parser = PartialTaskParser(max_item_bytes=1000, whole=whole, first_index=0)
+    events, error = feed_until_error(parser, [answer])
+    assert events == [ItemStarted(0)]
+    assert isinstance(error, multitask.ItemTooLargeError)
+    assert "item 0 is larger than 1000 characters" in str(error)
+
+
+def test_items_under_the_limit_in_one_piece_over_it_are_delivered() -> None:
+    items = [{"name": "y" * 900, "age": i} for i in range(10)]
+    parser = PartialTaskParser(max_item_bytes=1000)
+    events = feed_all(parser, [json.dumps({"tasks": items})])
+    assert [e.item for e in events if isinstance(e, ItemDone)] == items
+    assert parser.error is None
+
+
+def test_an_item_too_deep_to_serialise_over_the_limit_in_one_piece() -> None:
+    """20 kB of brackets against a 10 kB limit: measured by its text, not by serialising."""
+    answer = '{"tasks": [{"a": 1}, {"extra": ' + "[" * 10_000 + "]" * 10_000 + "}]}"
+    parser = PartialTaskParser(max_item_bytes=10_000)
+    events = feed_all(parser, [answer])
+    assert [e.item for e in events if isinstance(e, ItemDone)] == [{"a": 1}]
+    assert isinstance(parser.error, multitask.ItemTooLargeError)
+    assert "item 1 is larger than 10000" in str(parser.error)
+
+
+def nesting(value: Any) -> tuple[int, Any]:
+    """How deep `value` nests along its last elements (without recursing), and what is there."""
+    depth = 0
+    while isinstance(value, (dict, list)) and value:
+        value = value[-1] if isinstance(value, list) else list(value.values())[-1]
+        depth += 1
+    return depth, value
+
+
+def test_snapshots_of_an_item_nested_ten_thousand_deep() -> None:
+    """The item in progress is copied without recursing (Python's stack holds ~1000 calls)."""
+    parser = PartialTaskParser()
+    events = parser.feed('{"tasks": [{"a": 1}, {"name": "deep", "extra": ', update=False)
+    for _ in range(100):
+        parser.feed("[" * 100, update=False)
+    parser.feed('{"k": "grow', update=False)
+    snapshot = parser.snapshot()
+    assert snapshot["name"] == "deep"
+    assert nesting(snapshot["extra"]) == (10_001, "grow")
+    assert parser.snapshot() is not snapshot
+    events += parser.feed('ing"}' + "]" * 10_000, update=False)
+    (update,) = parser.feed(', "age": 7, "note": "n')
+    assert isinstance(update, ItemUpdated)
+    assert update.partial["age"] == 7
+    assert update.partial["note"] == "n"
+    assert nesting(update.partial["extra"]) == (10_001, "growing")
+    events += parser.feed('"}]}')
+    done = [e.item for e in events if isinstance(e, ItemDone)]
+    assert done[0] == {"a": 1}
+    assert (done[1]["name"], done[1]["age"], done[1]["note"]) == ("deep", 7, "n")
+    assert nesting(done[1]["extra"]) == (10_001, "growing")
+    assert parser.close() == []
+    assert parser.error is None
+
+
+def test_snapshots_of_objects_nested_ten_thousand_deep_are_copies() -> None:
+    parser = PartialTaskParser()
+    parser.feed('{"tasks": [' + '{"a": ' * 10_000 + "[1, ", update=False)
+    first = parser.snapshot()
+    assert nesting(first) == (10_001, 1)
+    node = first
+    while isinstance(node, dict):
+        node = node["a"]
+    node.append("changed")  # the copy is the caller's: the parser's item is untouched
+    parser.feed("2]", update=False)
+    second = parser.snapshot()
+    assert nesting(second) == (10_001, 2)
+    events = parser.feed("}" * 10_000 + "]}")
+    assert nesting(events[-1].item) == (10_001, 2)
+
+
 def test_whole_mode_is_one_item() -> None:
     parser = PartialTaskParser(whole=True, first_index=3)
     events = feed_all(parser, chars('{"a": "bc", "d": [1]}'))

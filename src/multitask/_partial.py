@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar, Union
 
 import ijson  # type: ignore[import-untyped]
 from ijson.utils import sendable_list  # type: ignore[import-untyped]
+from pydantic_core import to_json
 
 from ._exceptions import (
     IncompleteOutputError,
@@ -97,8 +98,10 @@ class PartialTaskParser:
 
     Errors follow `TaskParser`: malformed JSON raises `MalformedOutputError`, but only after
     the events before the bad spot were returned; `close()` never raises and sets `error`
-    (`IncompleteOutputError` when the list never closed). With `whole=True` the answer is a
-    single item (one tool call's arguments), numbered `first_index`.
+    (`IncompleteOutputError` when the list never closed). An item larger than
+    `max_item_bytes` raises `ItemTooLargeError` the same way, whether it came in many
+    fragments or in one. With `whole=True` the answer is a single item (one tool call's
+    arguments), numbered `first_index`.
     """
 
     __slots__ = (
@@ -118,6 +121,7 @@ class PartialTaskParser:
         "_keys",
         "_max_answer_bytes",
         "_max_item_bytes",
+        "_measure_from",
         "_partial_strings",
         "_preamble",
         "_quiet",
@@ -161,6 +165,9 @@ class PartialTaskParser:
         self._held: list[str] = []
         self._held_len = 0
         self._item_start = 0  # value of _fed when the last item was completed
+        # While the text being parsed could hold an item over the limit (more than the limit
+        # came in since the last item was completed): that `_item_start`, else -1.
+        self._measure_from = -1
         # Lexical state at the end of all text seen.
         self._in_string = False
         self._escape = False
@@ -436,6 +443,10 @@ class PartialTaskParser:
     def _send(self, text: str, events: list[PartialEvent]) -> None:
         offset = self._fed
         self._fed += len(text)
+        # An item that opens and closes within `text` was never checked by `_check_size`:
+        # when `text` could hold one over the limit, each item it completes is measured.
+        too_much = self._fed - self._item_start > self._max_item_bytes
+        self._measure_from = self._item_start if too_much else -1
         if self._fed > self._max_answer_bytes:
             self._state = _DONE
             raise ItemTooLargeError(
@@ -555,6 +566,8 @@ class PartialTaskParser:
         return len(top) - 1
 
     def _complete(self, item: Any, events: list[PartialEvent]) -> None:
+        if self._measure_from >= 0:
+            self._within_limit(item)
         events.append(ItemDone(self._index, item))
         self._index += 1
         self.items_emitted += 1
@@ -563,6 +576,19 @@ class PartialTaskParser:
         self._changed = False
         if self._whole:
             self._in_items = False
+
+    def _within_limit(self, item: Any) -> None:
+        """Raise `ItemTooLargeError` if the item's JSON is larger than the limit (as
+        `TaskParser._within_limit` does): it came in one piece with more text than the limit."""
+        try:
+            size = len(to_json(item))
+        except ValueError:  # nested too deep to serialise (256 levels): take the text's size
+            size = self._fed - self._measure_from
+        if size > self._max_item_bytes:
+            self._state = _DONE
+            raise ItemTooLargeError(
+                f"item {self.items_emitted} is larger than {self._max_item_bytes} characters"
+            )
 
     # -- the string being written --------------------------------------------------------------
 
@@ -629,10 +655,45 @@ def _whole_escapes(raw: str) -> int:
 
 
 def _copy(value: Any) -> Any:
-    """A deep copy of a JSON value (dicts, lists and immutable scalars)."""
+    """A deep copy of a JSON value (dicts, lists and immutable scalars), however deep.
+
+    Iterative, not recursive: an item nested thousands deep must not exhaust Python's stack.
+    Each container is created when its parent is copied, so keys and elements keep their order.
+    """
     kind = type(value)
-    if kind is dict:
-        return {key: _copy(child) for key, child in value.items()}
-    if kind is list:
-        return [_copy(child) for child in value]
-    return value
+    if kind is not dict and kind is not list:
+        return value
+    root: Any = {} if kind is dict else []
+    pending: list[tuple[Any, Any]] = [(value, root)]
+    pop = pending.pop
+    push = pending.append
+    while pending:
+        source, target = pop()
+        if type(source) is dict:
+            for key, child in source.items():
+                kind = type(child)
+                if kind is dict:
+                    child_copy: Any = {}
+                    push((child, child_copy))
+                    target[key] = child_copy
+                elif kind is list:
+                    child_copy = []
+                    push((child, child_copy))
+                    target[key] = child_copy
+                else:
+                    target[key] = child
+        else:
+            append = target.append
+            for child in source:
+                kind = type(child)
+                if kind is dict:
+                    child_copy = {}
+                    push((child, child_copy))
+                    append(child_copy)
+                elif kind is list:
+                    child_copy = []
+                    push((child, child_copy))
+                    append(child_copy)
+                else:
+                    append(child)
+    return root

@@ -11,20 +11,23 @@ the `Client` falls back to httpx's own transport when a proxy is configured.
 
 from __future__ import annotations
 
+import logging
 import ssl
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import Final
 
 import anyio
-import anyio.abc
-import anyio.streams.tls
 import httpx
 
 from ._http11 import END, Event, Head, ProtocolError, ResponseReader, render_request_head
 from ._sockets import Socket, connect
 
 __all__ = ["StreamingTransport"]
+
+#: Connection events at DEBUG (never headers or bodies: they carry the API key and the text).
+_log = logging.getLogger("multitask.transport")
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
@@ -115,6 +118,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
             try:
                 events = await self._exchange(connection, message, reader, request, timeouts)
             except _Stale:
+                _log.debug("%s:%d closed a kept-alive connection: sending again", *origin[1:])
                 await self._discard(connection)
                 continue  # the server had closed a kept-alive connection: use a new one
             except BaseException:
@@ -155,6 +159,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
                 return None
             expired = anyio.current_time() - connection.idle_since > self._keepalive_expiry
             if not expired and not connection.socket.dead():
+                _log.debug("reusing a connection to %s:%d", *origin[1:])
                 return connection
             await self._discard(connection)  # others may change the pool meanwhile: look again
 
@@ -179,6 +184,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         except BaseException:
             self._release_slot()
             raise
+        _log.debug("connected to %s:%d%s", host, port, " with TLS" if tls else "")
         return _Connection(socket, origin)
 
     async def _acquire(
@@ -288,7 +294,11 @@ class _Stale(Exception):
 
 
 class _ResponseBody(httpx.AsyncByteStream):
-    """A response body read straight off its connection; the connection is pooled at its end."""
+    """A response body read straight off its connection; the connection is pooled at its end.
+
+    It is its own iterator rather than an async generator: an abandoned generator is closed
+    later by the event loop's finalizer (a task of its own under trio); this needs no closing.
+    """
 
     def __init__(
         self,
@@ -302,49 +312,64 @@ class _ResponseBody(httpx.AsyncByteStream):
         self._transport = transport
         self._connection: _Connection | None = connection
         self._reader = reader
-        self._events = events
         self._request = request
         self._read_timeout = timeouts.get("read")
+        self._pending: deque[bytes] = deque()
+        self._ended = False
+        self._iterating = False
+        self._take(events)
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        connection = self._connection
-        if connection is None:
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._iterating:
+            raise httpx.StreamConsumed()
+        if self._connection is None and not self._ended:
             raise httpx.StreamClosed()
-        events, self._events = self._events, []
+        self._iterating = True
+        return self
+
+    async def __anext__(self) -> bytes:
+        pending = self._pending
+        while not pending:
+            if self._ended:
+                await self._finish()
+                raise StopAsyncIteration
+            connection = self._connection
+            if connection is None:
+                raise httpx.StreamClosed()
+            events = await self._read(connection)
+            if len(events) == 1 and type(events[0]) is bytes:  # the common case
+                return events[0]
+            self._take(events)
+        return pending.popleft()
+
+    def _take(self, events: list[Event]) -> None:
         for event in events:
             if event is END:
-                await self._finish()
-                return
-            assert isinstance(event, bytes)
-            yield event
-        receive = connection.socket.receive
-        feed = self._reader.receive
-        read_timeout = self._read_timeout
-        while True:
+                self._ended = True
+            else:
+                assert isinstance(event, bytes)
+                self._pending.append(event)
+
+    async def _read(self, connection: _Connection) -> list[Event]:
+        try:
+            return self._reader.receive(await connection.socket.receive(self._read_timeout))
+        except anyio.EndOfStream:
             try:
-                events = feed(await receive(read_timeout))
-            except anyio.EndOfStream:
-                try:
-                    events = self._reader.receive_eof()
-                except ProtocolError as exc:
-                    raise httpx.RemoteProtocolError(str(exc), request=self._request) from exc
-            except TimeoutError as exc:
-                raise httpx.ReadTimeout(
-                    f"no data for {read_timeout} s while reading the response body",
-                    request=self._request,
-                ) from exc
-            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-                raise httpx.ReadError(
-                    f"the connection broke while reading the response body: {exc!r}",
-                    request=self._request,
-                ) from exc
+                return self._reader.receive_eof()
             except ProtocolError as exc:
                 raise httpx.RemoteProtocolError(str(exc), request=self._request) from exc
-            for event in events:
-                if event is END:
-                    await self._finish()
-                    return
-                yield event  # type: ignore[misc]
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout(
+                f"no data for {self._read_timeout} s while reading the response body",
+                request=self._request,
+            ) from exc
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise httpx.ReadError(
+                f"the connection broke while reading the response body: {exc!r}",
+                request=self._request,
+            ) from exc
+        except ProtocolError as exc:
+            raise httpx.RemoteProtocolError(str(exc), request=self._request) from exc
 
     async def _finish(self) -> None:
         connection, self._connection = self._connection, None
@@ -353,7 +378,11 @@ class _ResponseBody(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is not None:  # closed before its end: the connection cannot be reused
+        if connection is None:
+            return
+        if self._ended and not self._pending:  # read to its end: the connection may be reused
+            await self._transport._done(connection, self._reader.reusable)
+        else:  # closed before its end: the connection cannot be reused
             await self._transport._discard(connection)
 
 

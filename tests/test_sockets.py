@@ -204,3 +204,31 @@ async def test_sending_on_a_closed_socket_is_an_error(
     await sock.aclose()
     with pytest.raises((anyio.BrokenResourceError, anyio.ClosedResourceError)):
         await sock.send(b"x")
+
+
+def test_connections_share_a_read_buffer_only_on_selector_loops() -> None:
+    """A selector loop fills a buffer and hands it back in one step, so its connections share
+    one; a proactor loop lends the buffer to the OS until the read completes, so each
+    connection of any other loop gets its own."""
+    import asyncio
+
+    from multitask._sockets import _read_buffer
+
+    selector = asyncio.SelectorEventLoop()
+    try:
+        assert _read_buffer(selector) is _read_buffer(selector)
+        other = asyncio.SelectorEventLoop()
+        try:
+            assert _read_buffer(other) is not _read_buffer(selector)
+        finally:
+            other.close()
+    finally:
+        selector.close()
+
+    class NotASelectorLoop(asyncio.AbstractEventLoop):
+        pass
+
+    loop = NotASelectorLoop()
+    first, second = _read_buffer(loop), _read_buffer(loop)
+    assert first is not second
+    assert first.obj is not second.obj

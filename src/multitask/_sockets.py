@@ -27,8 +27,9 @@ import anyio.streams.tls
 
 __all__ = ["AnyioSocket", "AsyncioSocket", "Socket", "connect"]
 
-#: The most one read of a socket takes.
+#: The most one read of a socket takes (into the loop's shared buffer, or a connection's own).
 _READ_SIZE: Final = 64 * 1024
+_OWN_READ_SIZE: Final = 16 * 1024
 #: Bytes read ahead of the reader before the socket stops reading (TCP then pushes back).
 _HIGH_WATER: Final = 1 << 20
 
@@ -112,7 +113,8 @@ class AsyncioSocket(asyncio.BufferedProtocol):
     into one buffer per event loop, shared by every connection (asyncio fills it and hands it
     back in one synchronous step), and only the bytes read are copied out: asyncio's default
     is a fresh 256 KiB allocation per read, shrunk to fit, which fragments the heap of a
-    process with hundreds of streams.
+    process with hundreds of streams. (Where the loop is not a selector loop, each
+    connection reads into a smaller buffer of its own.)
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -252,7 +254,11 @@ _READ_BUFFERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, memoryview] 
 
 
 def _read_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
-    """The loop's one read buffer (a loop runs one callback at a time, so one is enough)."""
+    """The buffer a connection reads into: the loop's one buffer where reads fill it and hand
+    it back in one synchronous step (selector loops), else one of the connection's own (a
+    proactor loop lends the buffer to the OS until the read completes)."""
+    if not isinstance(loop, asyncio.SelectorEventLoop):
+        return memoryview(bytearray(_OWN_READ_SIZE))
     buffer = _READ_BUFFERS.get(loop)
     if buffer is None:
         buffer = _READ_BUFFERS[loop] = memoryview(bytearray(_READ_SIZE))

@@ -7,6 +7,7 @@ nothing to a cancelled or timed-out read.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,7 +17,7 @@ import anyio.abc
 import anyio.lowlevel
 import pytest
 
-from multitask._sockets import AnyioSocket, AsyncioSocket, Socket, connect
+from multitask._sockets import AnyioSocket, AsyncioSocket, Socket, _read_buffer, connect
 
 pytestmark = pytest.mark.anyio
 
@@ -210,10 +211,6 @@ def test_connections_share_a_read_buffer_only_on_selector_loops() -> None:
     """A selector loop fills a buffer and hands it back in one step, so its connections share
     one; a proactor loop lends the buffer to the OS until the read completes, so each
     connection of any other loop gets its own."""
-    import asyncio
-
-    from multitask._sockets import _read_buffer
-
     selector = asyncio.SelectorEventLoop()
     try:
         assert _read_buffer(selector) is _read_buffer(selector)

@@ -22,7 +22,6 @@ from typing import Any, Generic, TypeVar, Union
 
 import ijson  # type: ignore[import-untyped]
 from ijson.utils import sendable_list  # type: ignore[import-untyped]
-from pydantic_core import to_json
 
 from ._exceptions import (
     IncompleteOutputError,
@@ -39,6 +38,7 @@ from ._taskparser import (
     DEFAULT_MAX_ITEM_BYTES,
     _excerpt,
     _yajl_message,
+    item_size,
 )
 
 __all__ = ["ItemDone", "ItemStarted", "ItemUpdated", "PartialEvent", "PartialTaskParser"]
@@ -580,11 +580,7 @@ class PartialTaskParser:
     def _within_limit(self, item: Any) -> None:
         """Raise `ItemTooLargeError` if the item's JSON is larger than the limit (as
         `TaskParser._within_limit` does): it came in one piece with more text than the limit."""
-        try:
-            size = len(to_json(item))
-        except ValueError:  # nested too deep to serialise (256 levels): take the text's size
-            size = self._fed - self._measure_from
-        if size > self._max_item_bytes:
+        if item_size(item, self._fed - self._measure_from) > self._max_item_bytes:
             self._state = _DONE
             raise ItemTooLargeError(
                 f"item {self.items_emitted} is larger than {self._max_item_bytes} characters"

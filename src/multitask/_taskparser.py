@@ -303,11 +303,7 @@ class TaskParser:
     def _within_limit(self, items: list[Any]) -> list[Any]:
         """The items before the first one whose JSON is larger than the limit, if any is."""
         for k, item in enumerate(items):
-            try:
-                size = len(to_json(item))
-            except ValueError:  # nested too deep to serialise (256 levels): take the text's size
-                size = self._fed - self._item_start
-            if size > self._max_item_bytes:
+            if item_size(item, self._fed - self._item_start) > self._max_item_bytes:
                 self._state = _DONE
                 error = ItemTooLargeError(
                     f"item {self.items_emitted + k} is larger than {self._max_item_bytes} "
@@ -350,6 +346,15 @@ class TaskParser:
         raise ItemTooLargeError(
             f"item {self.items_emitted} is larger than {self._max_item_bytes} characters"
         )
+
+
+def item_size(item: Any, text_size: int) -> int:
+    """The size of an item's JSON, or `text_size` (the text it came in) when it is nested too
+    deep to serialise (256 levels)."""
+    try:
+        return len(to_json(item))
+    except ValueError:
+        return text_size
 
 
 def _yajl_message(message: str) -> str:

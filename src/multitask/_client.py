@@ -182,22 +182,20 @@ class Client:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            keepalive = min(self._max_connections, 100)
-            if urllib.request.getproxies():
-                # A proxy from the environment: httpx's own transport knows how to use it.
-                limits = httpx.Limits(
-                    max_connections=self._max_connections, max_keepalive_connections=keepalive
-                )
-                self._http = httpx.AsyncClient(
-                    timeout=DEFAULT_TIMEOUT, limits=limits, follow_redirects=False
-                )
-            else:
+            most, keepalive = self._max_connections, min(self._max_connections, 100)
+            # With a proxy in the environment, httpx's own transport (it speaks to proxies;
+            # `limits` is its pool's), else ours.
+            transport = None
+            if not urllib.request.getproxies():
                 transport = StreamingTransport(
-                    max_connections=self._max_connections, max_keepalive_connections=keepalive
+                    max_connections=most, max_keepalive_connections=keepalive
                 )
-                self._http = httpx.AsyncClient(
-                    timeout=DEFAULT_TIMEOUT, transport=transport, follow_redirects=False
-                )
+            self._http = httpx.AsyncClient(
+                timeout=DEFAULT_TIMEOUT,
+                limits=httpx.Limits(max_connections=most, max_keepalive_connections=keepalive),
+                transport=transport,
+                follow_redirects=False,
+            )
         return self._http
 
     # -- extraction ----------------------------------------------------------------------------

@@ -99,6 +99,7 @@ class ResponseReader:
         "_framing",
         "_head_request",
         "_left",
+        "_started",
         "_state",
         "_trailer_bytes",
         "head",
@@ -113,6 +114,7 @@ class ResponseReader:
         self._framing: _Framing = "none"
         self._left = 0  # body bytes left (length), or bytes of the current chunk (chunked)
         self._trailer_bytes = 0
+        self._started = False
         #: The final response head, once read.
         self.head: Head | None = None
         #: Body bytes handed out so far.
@@ -121,9 +123,9 @@ class ResponseReader:
         self.reusable = False
 
     @property
-    def buffered(self) -> bool:
-        """Whether part of a head or chunk line is held, waiting for more bytes."""
-        return bool(self._buffer)
+    def started(self) -> bool:
+        """Whether any byte of the response has arrived."""
+        return self._started
 
     @property
     def done(self) -> bool:
@@ -141,6 +143,7 @@ class ResponseReader:
         elif state == "size" or state == "data" or state == "data_end" or state == "trailer":
             self._chunks(data, out)
         elif state == "head":
+            self._started = self._started or bool(data)
             self._head(data, out)
         elif state == "done" and data:
             self.reusable = False  # bytes after the response: nothing to trust here

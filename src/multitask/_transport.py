@@ -15,7 +15,7 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import AbstractContextManager, nullcontext, suppress
+from contextlib import suppress
 from typing import Final
 
 import anyio
@@ -169,21 +169,16 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         scheme, host, port = origin
         tls = self.ssl_context if scheme == "https" else None
         try:
-            with _timeout(timeouts.get("connect")):
+            with anyio.fail_after(timeouts.get("connect")):
                 socket = await connect(host, port, tls)
         except TimeoutError as exc:
-            self._release_slot()
             raise httpx.ConnectTimeout(
                 f"connecting to {host}:{port} timed out", request=request
             ) from exc
         except (OSError, anyio.BrokenResourceError) as exc:
-            self._release_slot()
             raise httpx.ConnectError(
                 f"cannot connect to {host}:{port}: {exc}", request=request
             ) from exc
-        except BaseException:
-            self._release_slot()
-            raise
         _log.debug("connected to %s:%d%s", host, port, " with TLS" if tls else "")
         return _Connection(socket, origin)
 
@@ -193,7 +188,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         """An idle connection to `origin`, or a new one once there is room for it."""
         pool_timeout = timeouts.get("pool")
         try:
-            with _timeout(pool_timeout):
+            with anyio.fail_after(pool_timeout):
                 while True:
                     connection = await self._take_idle(origin)
                     if connection is not None:
@@ -212,7 +207,11 @@ class StreamingTransport(httpx.AsyncBaseTransport):
                 request=request,
             ) from exc
         self._open += 1
-        return await self._connect(origin, request, timeouts)
+        try:
+            return await self._connect(origin, request, timeouts)
+        except BaseException:
+            self._release_slot()
+            raise
 
     def _wake(self) -> None:
         """Tell requests waiting for a connection that one was freed or went idle."""
@@ -235,7 +234,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         """Write the request; read until the response head is in. Return the head's events."""
         socket = connection.socket
         try:
-            with _timeout(timeouts.get("write")):
+            with anyio.fail_after(timeouts.get("write")):
                 await socket.send(message)
         except TimeoutError as exc:
             raise httpx.WriteTimeout("writing the request timed out", request=request) from exc
@@ -245,28 +244,13 @@ class StreamingTransport(httpx.AsyncBaseTransport):
             raise httpx.WriteError(f"writing the request failed: {exc!r}", request=request) from exc
         events: list[Event] = []
         read_timeout = timeouts.get("read")
-        try:
-            while reader.head is None:
-                try:
-                    data = await socket.receive(read_timeout)
-                except anyio.EndOfStream:
-                    if connection.reused and not events and not reader.buffered:
-                        raise _Stale from None
-                    events += reader.receive_eof()  # raises: the head is unfinished
-                    continue
-                except TimeoutError as exc:
-                    raise httpx.ReadTimeout(
-                        "no response head within the read timeout", request=request
-                    ) from exc
-                except (OSError, anyio.BrokenResourceError) as exc:
-                    if connection.reused and not reader.buffered:
-                        raise _Stale from exc
-                    raise httpx.ReadError(
-                        f"reading the response failed: {exc!r}", request=request
-                    ) from exc
-                events += reader.receive(data)
-        except ProtocolError as exc:
-            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+        while reader.head is None:
+            try:
+                events += await _read(connection, reader, request, read_timeout)
+            except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
+                if connection.reused and not reader.started:
+                    raise _Stale from exc  # not a byte of the response: the server had closed
+                raise
         return events
 
     async def _done(self, connection: _Connection, reusable: bool) -> None:
@@ -336,7 +320,7 @@ class _ResponseBody(httpx.AsyncByteStream):
             connection = self._connection
             if connection is None:
                 raise httpx.StreamClosed()
-            events = await self._read(connection)
+            events = await _read(connection, self._reader, self._request, self._read_timeout)
             if len(events) == 1 and type(events[0]) is bytes:  # the common case
                 return events[0]
             self._take(events)
@@ -349,27 +333,6 @@ class _ResponseBody(httpx.AsyncByteStream):
             else:
                 assert isinstance(event, bytes)
                 self._pending.append(event)
-
-    async def _read(self, connection: _Connection) -> list[Event]:
-        try:
-            return self._reader.receive(await connection.socket.receive(self._read_timeout))
-        except anyio.EndOfStream:
-            try:
-                return self._reader.receive_eof()
-            except ProtocolError as exc:
-                raise httpx.RemoteProtocolError(str(exc), request=self._request) from exc
-        except TimeoutError as exc:
-            raise httpx.ReadTimeout(
-                f"no data for {self._read_timeout} s while reading the response body",
-                request=self._request,
-            ) from exc
-        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise httpx.ReadError(
-                f"the connection broke while reading the response body: {exc!r}",
-                request=self._request,
-            ) from exc
-        except ProtocolError as exc:
-            raise httpx.RemoteProtocolError(str(exc), request=self._request) from exc
 
     async def _finish(self) -> None:
         connection, self._connection = self._connection, None
@@ -386,8 +349,28 @@ class _ResponseBody(httpx.AsyncByteStream):
             await self._transport._discard(connection)
 
 
-def _timeout(seconds: float | None) -> AbstractContextManager[object]:
-    return anyio.fail_after(seconds) if seconds is not None else nullcontext()
+async def _read(
+    connection: _Connection,
+    reader: ResponseReader,
+    request: httpx.Request,
+    read_timeout: float | None,
+) -> list[Event]:
+    """One read off the connection, through its response reader; failures as httpx's."""
+    try:
+        return reader.receive(await connection.socket.receive(read_timeout))
+    except anyio.EndOfStream:
+        try:
+            return reader.receive_eof()
+        except ProtocolError as exc:
+            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+    except TimeoutError as exc:
+        raise httpx.ReadTimeout(
+            f"no data from the server for {read_timeout} s", request=request
+        ) from exc
+    except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+        raise httpx.ReadError(f"the connection broke: {exc!r}", request=request) from exc
+    except ProtocolError as exc:
+        raise httpx.RemoteProtocolError(str(exc), request=request) from exc
 
 
 async def _request_body(request: httpx.Request) -> bytes:

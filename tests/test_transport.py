@@ -23,6 +23,7 @@ import multitask
 from multitask import StreamingTransport
 from multitask.testing import HostileServer, Reply, Script, ScriptedModelServer
 from multitask.testing._http import RequestParser
+from multitask.testing._listener import read_request
 
 pytestmark = pytest.mark.anyio
 
@@ -165,13 +166,9 @@ class RawServer:
         parser = RequestParser()
         async with stream:
             for step in steps:
-                request = parser.next_request()
-                while request is None:
-                    try:
-                        parser.feed(await stream.receive())
-                    except (anyio.EndOfStream, anyio.BrokenResourceError):
-                        return
-                    request = parser.next_request()
+                request = await read_request(stream, parser)
+                if request is None:
+                    return
                 self.requests.append((number, request.path))
                 if step == "drop":
                     return

@@ -21,7 +21,6 @@ import anyio.abc
 import anyio.lowlevel
 
 from multitask.testing._http import (
-    CONTINUE,
     LAST_CHUNK,
     ProtocolError,
     Request,
@@ -29,11 +28,10 @@ from multitask.testing._http import (
     encode_chunk,
     response_head,
 )
-from multitask.testing._listener import Listener
+from multitask.testing._listener import GONE, Listener, read_request
 
 __all__ = ["HostileServer", "Reply", "ReplySource"]
 
-_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 Body: TypeAlias = Iterable[bytes] | AsyncIterable[bytes]
 
@@ -100,7 +98,10 @@ class HostileServer(Listener):
         self.open_connections += 1
         try:
             async with stream:
-                request = await _read_request(stream)
+                try:
+                    request = await read_request(stream, RequestParser())
+                except ProtocolError:
+                    return
                 if request is None:
                     return
                 self.requests.append(request)
@@ -108,7 +109,7 @@ class HostileServer(Listener):
                 if inspect.isawaitable(reply):
                     reply = await reply
                 await self._send(stream, reply)
-        except _GONE:
+        except GONE:
             pass
         finally:
             self.open_connections -= 1
@@ -162,21 +163,3 @@ def _head(reply: Reply, pieces: Body) -> bytes:
     if "connection" not in names:
         headers.append(("connection", "close"))
     return response_head(reply.status, headers)
-
-
-async def _read_request(stream: anyio.abc.ByteStream) -> Request | None:
-    parser = RequestParser()
-    while True:
-        try:
-            request = parser.next_request()
-        except ProtocolError:
-            return None
-        if request is not None:
-            return request
-        if parser.take_continue():
-            await stream.send(CONTINUE)
-        try:
-            data = await stream.receive()
-        except _GONE:
-            return None
-        parser.feed(data)

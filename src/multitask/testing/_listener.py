@@ -12,7 +12,12 @@ import anyio.abc
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSListener
 
-__all__ = ["Listener"]
+from multitask.testing._http import CONTINUE, Request, RequestParser
+
+__all__ = ["GONE", "Listener", "read_request"]
+
+#: What a read or a write raises once the peer went away.
+GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 _Self = TypeVar("_Self", bound="Listener")
 
@@ -83,3 +88,19 @@ class Listener:
             await stack.aclose()
         finally:
             self._stack = self._tg = None
+
+
+async def read_request(stream: anyio.abc.ByteStream, parser: RequestParser) -> Request | None:
+    """The next whole request on a connection (answering `Expect: 100-continue`), or None if
+    the client went away first. A malformed request raises the parser's `ProtocolError`."""
+    while True:
+        request = parser.next_request()
+        if request is not None:
+            return request
+        if parser.take_continue():
+            await stream.send(CONTINUE)
+        try:
+            data = await stream.receive()
+        except GONE:
+            return None
+        parser.feed(data)

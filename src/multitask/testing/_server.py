@@ -21,7 +21,6 @@ import anyio.abc
 
 from multitask.testing import _wire
 from multitask.testing._http import (
-    CONTINUE,
     LAST_CHUNK,
     ProtocolError,
     Request,
@@ -29,7 +28,7 @@ from multitask.testing._http import (
     encode_chunk,
     response_head,
 )
-from multitask.testing._listener import Listener
+from multitask.testing._listener import GONE, Listener, read_request
 from multitask.testing._script import SAMPLE_ITEMS, Cut, Script
 
 __all__ = ["RecordedRequest", "ScriptSource", "ScriptedModelServer"]
@@ -40,7 +39,6 @@ _After = Literal["keep", "linger", "close"]
 """What a connection does after a response: serve another request, half-close and wait for
 the client to close, or close at once (the client is gone)."""
 # What a send or receive raises once the peer has gone (or we closed the stream ourselves).
-_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 
 @dataclass(eq=False)
@@ -165,7 +163,7 @@ class ScriptedModelServer(Listener):
             try:
                 while True:
                     try:
-                        request = await self._read_request(stream, parser)
+                        request = await read_request(stream, parser)
                     except ProtocolError as exc:
                         await self._send_protocol_error(stream, exc)
                         await self._linger(stream)
@@ -177,7 +175,7 @@ class ScriptedModelServer(Listener):
                         await self._linger(stream)
                     if after != "keep":
                         return
-            except _GONE:
+            except GONE:
                 return
 
     @staticmethod
@@ -192,22 +190,8 @@ class ScriptedModelServer(Listener):
                 await stream.send_eof()
                 while True:
                     await stream.receive()
-            except _GONE:
+            except GONE:
                 pass
-
-    @staticmethod
-    async def _read_request(stream: anyio.abc.ByteStream, parser: RequestParser) -> Request | None:
-        while True:
-            request = parser.next_request()
-            if request is not None:
-                return request
-            if parser.take_continue():
-                await stream.send(CONTINUE)
-            try:
-                data = await stream.receive()
-            except _GONE:
-                return None
-            parser.feed(data)
 
     @staticmethod
     async def _send_protocol_error(stream: anyio.abc.ByteStream, exc: ProtocolError) -> None:
@@ -370,7 +354,7 @@ class ScriptedModelServer(Listener):
             try:
                 while True:
                     parser.feed(await link.stream.receive())
-            except _GONE:
+            except GONE:
                 link.gone.set()
 
         ending: _wire.Ending | None = None
@@ -380,7 +364,7 @@ class ScriptedModelServer(Listener):
                 ending = await action
                 if ending == "stall":
                     await link.sleep(math.inf)
-            except (_ClientGone, *_GONE):
+            except (_ClientGone, *GONE):
                 ending = None
             tg.cancel_scope.cancel()
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import multitask._taskparser as taskparser_module
+import multitask._preamble as preamble_module
 from multitask import TaskParser as PublicTaskParser
 from multitask._exceptions import (
     IncompleteOutputError,
@@ -752,10 +752,10 @@ class _CountingPattern:
 def test_long_prose_fed_in_tiny_pieces_is_scanned_linearly(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fence = _CountingPattern(taskparser_module._FENCE)
-    opener = _CountingPattern(taskparser_module._LINE_OPENER)
-    monkeypatch.setattr(taskparser_module, "_FENCE", fence)
-    monkeypatch.setattr(taskparser_module, "_LINE_OPENER", opener)
+    fence = _CountingPattern(preamble_module._FENCE)
+    opener = _CountingPattern(preamble_module._LINE_OPENER)
+    monkeypatch.setattr(preamble_module, "_FENCE", fence)
+    monkeypatch.setattr(preamble_module, "_LINE_OPENER", opener)
     line = "Let me think about this step by step, carefully (really) and at length.\n"
     prose = line * 400  # ~30 KB
     text = prose + '```json\n{"tasks": [1, 2]}\n```\n'

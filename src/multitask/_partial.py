@@ -29,14 +29,11 @@ from ._exceptions import (
     MalformedOutputError,
     MultitaskError,
 )
+from ._preamble import Preamble
 from ._taskparser import (
-    _ANY_OPENER,
-    _FENCE,
-    _LINE_OPENER,
     _TRAILING_GARBAGE,
     DEFAULT_MAX_ANSWER_BYTES,
     DEFAULT_MAX_ITEM_BYTES,
-    _excerpt,
     _yajl_message,
     item_size,
 )
@@ -156,7 +153,7 @@ class PartialTaskParser:
         self._max_answer_bytes = max_answer_bytes
         self._whole = whole
         self._state = _PREAMBLE
-        self._preamble = ""
+        self._preamble = Preamble(max_item_bytes)
         self._coro: Any = None
         self._raw_events: list[tuple[str, Any]] = sendable_list()
         self._error: MultitaskError | None = None  # raised on the next call, after the events
@@ -277,13 +274,7 @@ class PartialTaskParser:
             if self._error is not None:
                 raise self._error
             if self._state == _PREAMBLE:
-                start = _ANY_OPENER.search(self._preamble)
-                if start is None:
-                    raise MalformedOutputError(
-                        "the answer holds no JSON: expected an object with a 'tasks' list, got "
-                        + _excerpt(self._preamble)
-                    )
-                text, self._preamble = self._preamble[start.start() :], ""
+                text = self._preamble.end()
                 self._start_json(text[0])
                 self._feed_json(text, events)
             if self._state == _JSON and self._held:
@@ -316,37 +307,10 @@ class PartialTaskParser:
 
     def _find_json(self, text: str) -> str:
         """Skip prose and a markdown fence; return the text from the JSON's opener on, or ''."""
-        held = self._preamble
-        preamble = held + text
-        while True:
-            stripped = preamble.lstrip()
-            if not stripped:
-                break
-            if stripped[0] in "{[":
-                self._preamble = ""
-                self._start_json(stripped[0])
-                return stripped
-            # The held text had no match, so one can only begin on its last line.
-            last_line = held.rfind("\n")
-            fence = _FENCE.search(preamble, max(last_line, 0))
-            opener = _LINE_OPENER.search(preamble, last_line if last_line >= 0 else len(held))
-            if fence is not None and (opener is None or fence.start() < opener.start(1)):
-                held, preamble = "", preamble[fence.end() :]
-                if not preamble:
-                    break
-                continue
-            if opener is not None:
-                rest = preamble[opener.start(1) :]
-                self._preamble = ""
-                self._start_json(rest[0])
-                return rest
-            if len(preamble) > self._max_item_bytes:
-                raise ItemTooLargeError(
-                    f"no JSON found in the first {self._max_item_bytes} characters of the answer"
-                )
-            break
-        self._preamble = preamble
-        return ""
+        rest = self._preamble.find(text)
+        if rest:
+            self._start_json(rest[0])
+        return rest
 
     def _start_json(self, opener: str) -> None:
         self.bare_array = opener == "[" and not self._whole

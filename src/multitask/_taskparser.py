@@ -9,7 +9,6 @@ returns each raw item the moment its closing brace has been fed. It does no vali
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import ijson  # type: ignore[import-untyped]
@@ -22,6 +21,7 @@ from ._exceptions import (
     MalformedOutputError,
     MultitaskError,
 )
+from ._preamble import Preamble
 
 __all__ = ["DEFAULT_MAX_ANSWER_BYTES", "DEFAULT_MAX_ITEM_BYTES", "TaskParser"]
 
@@ -30,10 +30,6 @@ DEFAULT_MAX_ITEM_BYTES = 1024 * 1024
 #: Largest whole answer accepted by default (bytes of JSON text).
 DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
-# Where JSON begins after prose: a fence line, or a line that opens an object or array.
-_FENCE = re.compile(r"```[^\n`]*\n")
-_LINE_OPENER = re.compile(r"(?:^|\n)[ \t]*([\[{])")
-_ANY_OPENER = re.compile(r"[\[{]")
 _TRAILING_GARBAGE = "trailing garbage"
 
 # Parser states.
@@ -91,7 +87,7 @@ class TaskParser:
         # When items may be strings or numbers, a closing quote or a comma can finish one too.
         self._string_items = scalar_items
         self._state = _PREAMBLE
-        self._preamble = ""
+        self._preamble = Preamble(max_item_bytes)
         self._coro: Any = None
         self._items: list[Any] = sendable_list()
         self._buffer: list[str] = []
@@ -171,13 +167,7 @@ class TaskParser:
             if self._error is not None:
                 raise self._error
             if self._state == _PREAMBLE:
-                start = _ANY_OPENER.search(self._preamble)
-                if start is None:
-                    raise MalformedOutputError(
-                        "the answer holds no JSON: expected an object with a 'tasks' list, got "
-                        + _excerpt(self._preamble)
-                    )
-                text, self._preamble = self._preamble[start.start() :], ""
+                text = self._preamble.end()
                 self._start_json(text[0])
                 self._buffer.append(text)
             if self._state == _JSON:
@@ -213,35 +203,11 @@ class TaskParser:
     # -- finding the JSON ----------------------------------------------------------------------
 
     def _feed_preamble(self, text: str) -> list[Any]:
-        preamble = self._preamble + text
-        stripped = preamble.lstrip()
-        if not stripped:
-            self._preamble = preamble
+        rest = self._preamble.find(text)
+        if not rest:
             return []
-        if stripped[0] in "{[":
-            self._preamble = ""
-            self._start_json(stripped[0])
-            return self.feed(stripped)
-        # The text before held no match, so one can only begin on its last line: search from
-        # there, not from the start (which made long prose fed in small pieces quadratic).
-        last_line = self._preamble.rfind("\n")
-        fence = _FENCE.search(preamble, max(last_line, 0))
-        opener = _LINE_OPENER.search(preamble, last_line if last_line >= 0 else len(self._preamble))
-        if fence is not None and (opener is None or fence.start() < opener.start(1)):
-            rest = preamble[fence.end() :]
-            self._preamble = ""
-            return self._feed_preamble(rest) if rest else []
-        if opener is not None:
-            self._preamble = ""
-            rest = preamble[opener.start(1) :]
-            self._start_json(rest[0])
-            return self.feed(rest)
-        if len(preamble) > self._max_item_bytes:
-            raise ItemTooLargeError(
-                f"no JSON found in the first {self._max_item_bytes} characters of the answer"
-            )
-        self._preamble = preamble
-        return []
+        self._start_json(rest[0])
+        return self.feed(rest)
 
     def _start_json(self, opener: str) -> None:
         self.bare_array = opener == "[" and not self._whole
@@ -360,11 +326,6 @@ def item_size(item: Any, text_size: int) -> int:
 def _yajl_message(message: str) -> str:
     """yajl's error, with its caret picture folded onto one line."""
     return " | ".join(line.strip() for line in message.splitlines() if line.strip())
-
-
-def _excerpt(text: str, limit: int = 80) -> str:
-    text = text.strip()
-    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _has_tasks(head: list[str] | None) -> bool:

@@ -229,3 +229,42 @@ def test_connections_share_a_read_buffer_only_on_selector_loops() -> None:
     first, second = _read_buffer(loop), _read_buffer(loop)
     assert first is not second
     assert first.obj is not second.obj
+
+
+async def test_deadlines_follow_each_read(
+    serve: Callable[[Handler], Awaitable[Socket]],
+) -> None:
+    """Each read has its own deadline: a read without one is not cut short by an earlier
+    read's, and a short one times out on time even after a long one."""
+    go = anyio.Event()
+
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        await stream.send(b"one")
+        await go.wait()
+        await stream.send(b"two")
+        await anyio.sleep_forever()
+
+    sock = await serve(handler)
+    assert await sock.receive(0.05) == b"one"
+
+    async def release() -> None:
+        await anyio.sleep(0.2)  # well past the first read's 50 ms
+        go.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(release)
+        assert await sock.receive(None) == b"two"
+    assert await read_until_error_within(sock, 10.0, 0.05) == "timeout"
+
+
+async def read_until_error_within(sock: Socket, long: float, short: float) -> str:
+    """A read with a long deadline that is cancelled, then one with a short deadline."""
+    with anyio.move_on_after(0.02):
+        await sock.receive(long)
+    with anyio.move_on_after(5):  # the socket's own deadline must end the read, not this
+        try:
+            await sock.receive(short)
+        except TimeoutError:
+            return "timeout"
+        return "data"
+    return "hung"

@@ -3,7 +3,8 @@
 A streamed response is thousands of small reads. Through anyio's asyncio stream each read
 pauses and resumes the transport (two selector updates) and enters a cancel scope for its
 timeout; `AsyncioSocket` is an `asyncio.Protocol` that keeps reading, queues what arrives
-and wakes one waiting reader, with its timeout a timer that exists only while it waits.
+and wakes one waiting reader, its timeout a deadline that each read moves and one timer
+per connection checks.
 Under trio (or anything not asyncio) `AnyioSocket` wraps anyio's stream, whose reads are
 already a plain `recv`. Both raise the same things: `anyio.EndOfStream` when the peer
 closed, `anyio.BrokenResourceError` (or `OSError`) when the connection broke, and
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import select
 import ssl
 import weakref
@@ -128,6 +130,11 @@ class AsyncioSocket(asyncio.BufferedProtocol):
         self._reader: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._reading_paused = False
+        # The waiting read's deadline, and one timer that outlives reads: a read only moves
+        # the deadline (a timer per read would be created and cancelled thousands of times
+        # a second); the timer, when it fires early, sets itself again for the deadline.
+        self._deadline = math.inf
+        self._timer: asyncio.TimerHandle | None = None
 
     @classmethod
     async def connect(
@@ -168,6 +175,7 @@ class AsyncioSocket(asyncio.BufferedProtocol):
         return False  # close the transport: a response ends with the peer's FIN at the latest
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
         self._eof = True
         if exc is not None:
             self._error = exc
@@ -189,6 +197,33 @@ class AsyncioSocket(asyncio.BufferedProtocol):
         reader = self._reader
         if reader is not None and not reader.done():
             reader.set_result(None)
+
+    def _wait_at_most(self, max_wait: float | None) -> None:
+        """Set the waiting read's deadline; arm the timer if it would fire too late."""
+        if max_wait is None:
+            self._deadline = math.inf
+            return
+        deadline = self._deadline = self._loop.time() + max_wait
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._expire, context=_NO_CONTEXT)
+
+    def _expire(self) -> None:
+        self._timer = None
+        reader = self._reader
+        if reader is None or reader.done() or self._deadline == math.inf:
+            return  # no read waits with a deadline: the next one sets the timer again
+        if self._loop.time() >= self._deadline:
+            reader.set_exception(TimeoutError())
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._expire, context=_NO_CONTEXT)
+
+    def _stop_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
     # -- Socket --------------------------------------------------------------------------------
 
@@ -212,17 +247,11 @@ class AsyncioSocket(asyncio.BufferedProtocol):
                     raise anyio.BrokenResourceError from self._error
                 raise anyio.EndOfStream
             reader = self._reader = self._loop.create_future()
-            timer = (
-                None
-                if max_wait is None
-                else self._loop.call_later(max_wait, _expire, reader, context=_NO_CONTEXT)
-            )
+            self._wait_at_most(max_wait)
             try:
                 await reader
             finally:
                 self._reader = None
-                if timer is not None:
-                    timer.cancel()
             if not chunks:
                 if self._error is not None:
                     raise anyio.BrokenResourceError from self._error
@@ -236,6 +265,7 @@ class AsyncioSocket(asyncio.BufferedProtocol):
         return data
 
     async def aclose(self) -> None:
+        self._stop_timer()
         if self._transport is not None:
             self._transport.close()
         await anyio.lowlevel.checkpoint()
@@ -245,7 +275,7 @@ class AsyncioSocket(asyncio.BufferedProtocol):
 
 
 #: The context the read timers run in: `_expire` reads no context variables, and this spares
-#: a copy of the caller's context per read.
+#: a copy of the caller's context per timer.
 _NO_CONTEXT: Final = contextvars.Context()
 
 _READ_BUFFERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, memoryview] = (
@@ -263,8 +293,3 @@ def _read_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
     if buffer is None:
         buffer = _READ_BUFFERS[loop] = memoryview(bytearray(_READ_SIZE))
     return buffer
-
-
-def _expire(reader: asyncio.Future[None]) -> None:
-    if not reader.done():
-        reader.set_exception(TimeoutError())

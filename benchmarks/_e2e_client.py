@@ -6,9 +6,11 @@
 CONTENDER is `multitask` (`Client.extract_stream`), `instructor` (instructor over the official
 `openai.AsyncOpenAI`, `create_iterable`) or `pydantic-ai` (an `Agent` whose output type is the
 `{"tasks": [...]}` model, read with `run_stream(...).stream_output()`, whose default groups
-the events of 0.1 s into one re-validation); two
+the events of 0.1 s into one re-validation); three
 floors deliver no items: `httpx-bytes` (the same request with httpx, the body read and
-dropped) and `asyncio-bytes` (the same over a raw asyncio socket). After
+dropped), `asyncio-bytes` (the same over a raw asyncio socket, a task woken per read) and
+`asyncio-protocol` (an asyncio protocol that drops each read in its callback: the least any
+asyncio client can spend per read). After
 one warm-up stream, it runs `--streams` streams at once (`--rounds` times, one round after
 another) and writes the process CPU time they took and, for every item, the `time.time()`
 at which the caller held it validated.
@@ -162,12 +164,46 @@ async def _asyncio_bytes(url: str, model: type[BaseModel]) -> tuple[Runner, Call
     return run, close
 
 
+async def _asyncio_protocol(url: str, model: type[BaseModel]) -> tuple[Runner, Callable[[], Any]]:
+    """The floor of Python's event loop without a task woken per read: a protocol whose
+    `data_received` drops the bytes; the caller wakes once, when the server closes."""
+    host, port = url.removeprefix("http://").split(":")
+    loop = asyncio.get_running_loop()
+
+    class Drop(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.done = loop.create_future()
+
+        def data_received(self, data: bytes) -> None:
+            pass
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.done.set_result(None)
+
+    async def run(prompt: str, record: Record) -> None:
+        body = json.dumps(_request_body(model, prompt)).encode()
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}:{port}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n"
+        )
+        transport, protocol = await loop.create_connection(Drop, host, int(port))
+        transport.write(head.encode() + body)
+        await protocol.done
+
+    async def close() -> None:
+        pass
+
+    return run, close
+
+
 CONTENDERS = {
     "multitask": _multitask,
     "instructor": _instructor,
     "pydantic-ai": _pydantic_ai,
     "httpx-bytes": _httpx_bytes,
     "asyncio-bytes": _asyncio_bytes,
+    "asyncio-protocol": _asyncio_protocol,
 }
 
 

@@ -272,7 +272,7 @@ class _Server:
 
 def end_to_end(quick: bool, tokens_per_second: float, notes: list[str]) -> list[Row]:
     """Workload 2: each client against the scripted server, at 1 and 200 concurrent streams."""
-    contenders = ["multitask", "asyncio-bytes", "httpx-bytes"]
+    contenders = ["multitask", "asyncio-protocol", "asyncio-bytes", "httpx-bytes"]
     if instructor_version() is not None and available("openai"):
         contenders.append("instructor")
     else:
@@ -281,13 +281,16 @@ def end_to_end(quick: bool, tokens_per_second: float, notes: list[str]) -> list[
         contenders.append("pydantic-ai")
     else:
         _note(notes, "pydantic-ai not importable: end-to-end column skipped")
-    small_items, long_size = (5, 1024) if quick else (20, 2048)
+    small_items, long_size, field_size = (5, 1024, 8192) if quick else (20, 2048, 65536)
     configs = [
         # kind, items per stream, string size, concurrent streams, rounds
         ("small", small_items, 0, 1, 2),
         ("small", small_items, 0, 200, 1),
         ("long", 1, long_size, 1, 1),
         ("long", 1, long_size, 200, 1),
+        # The string field of workload 1(c); one stream only: instructor's cost per event
+        # grows with the string, so at 200 streams it would need about an hour of CPU.
+        ("long", 1, field_size, 1, 1),
     ]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="multitask-bench-") as tmp:
@@ -311,7 +314,7 @@ def end_to_end(quick: bool, tokens_per_second: float, notes: list[str]) -> list[
             r
             for r in rows
             if r["contender"] == "multitask"
-            and (r["kind"], r["streams"]) == (row["kind"], row["streams"])
+            and (r["workload"], r["streams"]) == (row["workload"], row["streams"])
         )
         row["cpu_x_multitask"] = _ratio(row["cpu_per_1000_events"], base["cpu_per_1000_events"])
     return rows
@@ -378,7 +381,7 @@ def _print_e2e_row(row: Row) -> None:
         f"{_fmt(row['delay_p50_ms'], 2)} ms p99 {_fmt(row['delay_p99_ms'], 2)} ms, "
         + (
             ""
-            if row["contender"].endswith("-bytes")
+            if row["contender"].startswith(("asyncio-", "httpx-"))
             else f"{row['items_received']}/{row['items_expected']} items, "
         )
         + f"wall {row['wall']:.1f} s"
@@ -506,7 +509,7 @@ def targets(parser: list[Row], e2e: list[Row], mem: list[Row]) -> list[Row]:
             ):
                 add(f"parser {where}: {what} ÷ multitask ≥ {goal:g}", r[column], goal, True)
     for r in e2e:
-        where = f"e2e {r['kind']} x{r['streams']}"
+        where = f"e2e {r['workload']} x{r['streams']}"
         if r["contender"] == "instructor":
             goal = 5.0 if r["kind"] == "small" else 20.0
             add(

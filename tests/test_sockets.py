@@ -268,3 +268,121 @@ async def read_until_error_within(sock: Socket, long: float, short: float) -> st
             return "timeout"
         return "data"
     return "hung"
+
+
+# -- deliver: bytes handed to a sink as they come ------------------------------------------
+
+
+class Collect:
+    """A sink that keeps what it gets and asks to be woken once it has seen `marker`."""
+
+    def __init__(self, marker: bytes) -> None:
+        self.marker = marker
+        self.got = b""
+        self.calls = 0
+
+    def __call__(self, data: bytes) -> bool:
+        self.calls += 1
+        self.got += data
+        return self.marker in self.got
+
+
+async def test_deliver_returns_once_the_sink_asks_and_keeps_the_rest(
+    serve: Callable[[Handler], Awaitable[Socket]],
+) -> None:
+    """Reads go to the sink until it says so; what comes after waits for the next reader."""
+    pieces = [b"a" * (i + 1) for i in range(20)]
+    go = anyio.Event()
+
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        for piece in pieces:
+            await stream.send(piece)
+            await anyio.sleep(0.002)
+        await stream.send(b"!")
+        await go.wait()
+        await stream.send(b"after")
+        await stream.aclose()
+
+    sock = await serve(handler)
+    sink = Collect(b"!")
+    await sock.deliver(sink, 5.0)
+    assert sink.got == b"".join(pieces) + b"!"
+    assert sink.calls > 1  # each read went to the sink, the reader woke once
+    go.set()
+    assert await read_all(sock) == b"after"
+
+
+async def test_deliver_first_hands_over_what_came_while_nobody_waited(
+    serve: Callable[[Handler], Awaitable[Socket]],
+) -> None:
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        await stream.send(b"early!")
+        await anyio.sleep_forever()
+
+    sock = await serve(handler)
+    await anyio.sleep(0.1)  # the bytes are queued by now
+    sink = Collect(b"!")
+    with anyio.fail_after(5):
+        await sock.deliver(sink, 5.0)
+    assert sink.got == b"early!"
+
+
+async def test_deliver_times_out_between_reads_not_over_the_whole_call(
+    serve: Callable[[Handler], Awaitable[Socket]],
+) -> None:
+    """`max_wait` bounds each silence: a trickle that lasts longer than it does not time out;
+    a silence longer than it does."""
+
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        for _ in range(10):
+            await stream.send(b".")
+            await anyio.sleep(0.03)
+        await stream.send(b"!")
+        await anyio.sleep_forever()
+
+    sock = await serve(handler)
+    sink = Collect(b"!")
+    started = anyio.current_time()
+    await sock.deliver(sink, 0.15)
+    assert anyio.current_time() - started >= 0.25  # longer than max_wait, in all
+    assert sink.got == b"." * 10 + b"!"
+    with pytest.raises(TimeoutError):
+        await sock.deliver(Collect(b"!"), 0.05)
+
+
+async def test_deliver_reports_the_end_of_the_stream(
+    serve: Callable[[Handler], Awaitable[Socket]],
+) -> None:
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        await stream.send(b"abc")
+        await stream.aclose()
+
+    sock = await serve(handler)
+    sink = Collect(b"!")
+    with pytest.raises(anyio.EndOfStream):
+        await sock.deliver(sink, 5.0)
+    assert sink.got == b"abc"
+    with pytest.raises(anyio.EndOfStream):
+        await sock.deliver(sink, 5.0)
+
+
+async def test_a_cancelled_deliver_loses_nothing(
+    serve: Callable[[Handler], Awaitable[Socket]],
+) -> None:
+    """The sink is let go with the cancelled call: later bytes wait for the next reader."""
+    go = anyio.Event()
+
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        await stream.send(b"before")
+        await go.wait()
+        await stream.send(b"after the cancel")
+        await stream.aclose()
+
+    sock = await serve(handler)
+    sink = Collect(b"!")
+    with anyio.move_on_after(0.1) as scope:
+        await sock.deliver(sink, None)
+    assert scope.cancelled_caught
+    assert sink.got == b"before"
+    go.set()
+    assert await read_all(sock) == b"after the cancel"

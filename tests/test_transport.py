@@ -9,8 +9,9 @@ transport when a proxy is configured.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 
 import multitask
 from multitask import StreamingTransport
+from multitask._transport import ResponseBody, response_body
 from multitask.testing import HostileServer, Reply, Script, ScriptedModelServer
 from multitask.testing._http import RequestParser
 from multitask.testing._listener import read_request
@@ -355,3 +357,111 @@ async def test_concurrent_requests_while_idle_connections_expire() -> None:
                 assert transport.connections == transport.idle_connections == 40
         assert transport.connections == 0
     assert server.connections == 160
+
+
+# -- ResponseBody.read_into: the body fed to a parser in the socket's callback -------------
+
+
+def lines(buffer: bytearray) -> Callable[[bytes], list[bytes]]:
+    """A parser of newline-ended lines: what it returns is the lines completed by `data`."""
+
+    def parse(data: bytes) -> list[bytes]:
+        buffer.extend(data)
+        *done, rest = bytes(buffer).split(b"\n")
+        buffer[:] = rest
+        if b"boom" in done:
+            raise ValueError("the parser gave up on 'boom'")
+        return done
+
+    return parse
+
+
+async def read_lines(body: ResponseBody, parse: Callable[[bytes], list[bytes]]) -> list[bytes]:
+    out: list[bytes] = []
+    while got := await body.read_into(parse):
+        out += got
+    return out
+
+
+def keep_alive(body: tuple[bytes, ...], **reply: Any) -> Reply:
+    headers = [("content-type", "text/event-stream"), ("connection", "keep-alive")]
+    return Reply(headers=headers, body=body, **reply)
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length", "close"])
+async def test_read_into_gives_what_the_parser_makes_then_pools_the_connection(
+    framing: str,
+) -> None:
+    pieces = (b"one\ntw", b"o\n", b"", b"thr", b"ee\nfour\nfive", b"\n")
+    reply = keep_alive(tuple(p for p in pieces if p), framing=framing, delay=0.01)
+    if framing == "close":
+        reply = Reply(body=reply.body, framing="close", delay=0.01)
+    async with HostileServer(reply) as server:
+        transport = StreamingTransport()
+        async with httpx.AsyncClient(transport=transport) as http:
+            for _ in range(2):
+                async with http.stream("POST", server.url + "/x", json={}) as response:
+                    body = response_body(response)
+                    assert body is not None
+                    assert await read_lines(body, lines(bytearray())) == [
+                        b"one",
+                        b"two",
+                        b"three",
+                        b"four",
+                        b"five",
+                    ]
+                    assert await body.read_into(lines(bytearray())) == []  # the end stays
+                # Pooled once read to its end (unless the body ended with the connection).
+                assert transport.idle_connections == (1 if framing != "close" else 0)
+
+
+async def test_read_into_raises_the_parsers_error_after_what_it_made() -> None:
+    reply = keep_alive((b"one\ntwo\n", b"boom\n", b"never\n"), delay=0.05)
+    async with HostileServer(reply) as server:
+        transport = StreamingTransport()
+        async with httpx.AsyncClient(transport=transport) as http:
+            async with http.stream("POST", server.url + "/x", json={}) as response:
+                body = response_body(response)
+                assert body is not None
+                parse = lines(bytearray())
+                assert await body.read_into(parse) == [b"one", b"two"]
+                with pytest.raises(ValueError, match="gave up on 'boom'"):
+                    await body.read_into(parse)
+                with pytest.raises(ValueError, match="gave up on 'boom'"):  # and stays raised
+                    await body.read_into(parse)
+            assert transport.connections == 0  # not read to its end: not reused
+
+
+async def test_read_into_maps_a_broken_body_to_httpx_errors() -> None:
+    reply = keep_alive((b"one\n", b"two\n"), delay=0.02, then="close")  # no final chunk
+    async with HostileServer(reply) as server:
+        async with httpx.AsyncClient(transport=StreamingTransport()) as http:
+            async with http.stream("POST", server.url + "/x", json={}) as response:
+                body = response_body(response)
+                assert body is not None
+                parse = lines(bytearray())
+                assert await body.read_into(parse) == [b"one"]
+                assert await body.read_into(parse) == [b"two"]
+                with pytest.raises(httpx.RemoteProtocolError, match="no final chunk"):
+                    await body.read_into(parse)
+
+
+async def test_read_into_times_out_between_reads() -> None:
+    reply = keep_alive((b"one\n", b"tw"), delay=0.02, then="hang")
+    async with HostileServer(reply) as server:
+        async with httpx.AsyncClient(transport=StreamingTransport()) as http:
+            timeout = httpx.Timeout(5.0, read=0.2)
+            async with http.stream("POST", server.url + "/x", json={}, timeout=timeout) as r:
+                body = response_body(r)
+                assert body is not None
+                parse = lines(bytearray())
+                assert await body.read_into(parse) == [b"one"]
+                with pytest.raises(httpx.ReadTimeout, match=r"no data from the server for 0\.2 s"):
+                    await body.read_into(parse)
+
+
+async def test_only_streaming_transport_responses_have_a_response_body() -> None:
+    async with ScriptedModelServer(Script(items=ITEMS)) as server:
+        async with httpx.AsyncClient() as http:  # httpx's own transport
+            response = await http.post(server.openai_base_url + "/chat/completions", json={})
+            assert response_body(response) is None

@@ -2,6 +2,9 @@
 
 This is the I/O shell around the sans-IO pieces. Bytes go from the socket straight into the
 pipeline as they arrive; each validated item is handed to the caller before the next read.
+Over multitask's own transport the pipeline is fed in the socket's callback
+(`ResponseBody.read_into`), and the caller's task wakes once per batch of items rather than
+once per read; over any other transport the body is read through httpx (`_BodyItems`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import urllib.request
 import zlib
 from collections.abc import (
     AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
     Callable,
     Hashable,
     Iterable,
@@ -22,7 +27,7 @@ from collections.abc import (
 )
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -49,7 +54,7 @@ from ._providers import HTTPRequest, Mode, Provider, RequestSpec, get_provider, 
 from ._ratelimit import RateLimiter
 from ._stream import ItemStream, StreamInfo
 from ._taskparser import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_ITEM_BYTES
-from ._transport import StreamingTransport
+from ._transport import StreamingTransport, response_body
 from ._validation import OnInvalid
 
 if TYPE_CHECKING:
@@ -352,29 +357,28 @@ class Client:
                             body = await _read_capped(response)
                             raise self.provider.error(response.status_code, response.headers, body)
                     _check_content_type(response)
-                    inflate = _Inflate(response.headers.get("content-encoding", ""))
-                    raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
-                    chunks = await stack.enter_async_context(aclosing(raw))  # closed on exit
+                    # Our own pool's responses only: a caller's transport may wrap the body.
+                    own = response_body(response) if self._own_http else None
+                    read: Callable[[], Awaitable[list[E]]]
+                    if own is not None and "content-encoding" not in response.headers:
+                        read = partial(own.read_into, extraction.feed_bytes)
+                    else:
+                        inflate = _Inflate(response.headers.get("content-encoding", ""))
+                        raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+                        chunks = await stack.enter_async_context(aclosing(raw))  # closed on exit
+                        read = _BodyItems(chunks, inflate, extraction.feed_bytes, deadline).read
                     while True:
-                        try:
-                            if deadline == math.inf:
-                                chunk = await chunks.__anext__()
-                            else:
-                                with anyio.fail_after(deadline - anyio.current_time()):
-                                    chunk = await chunks.__anext__()
-                        except StopAsyncIteration:
-                            break
-                        for step, piece in enumerate(inflate.steps(chunk)):
-                            if step:  # a compressed chunk inflating to many steps: a bomb?
-                                await anyio.lowlevel.checkpoint()
-                                if anyio.current_time() >= deadline:
-                                    raise TimeoutError
-                            out = extraction.feed_bytes(piece)
-                            if out:
-                                info.usage = extraction.usage
-                                for x in replay.fresh(out):
-                                    info.items = replay.count(extraction)
-                                    yield x
+                        if deadline == math.inf:
+                            out = await read()
+                        else:
+                            with anyio.fail_after(deadline - anyio.current_time()):
+                                out = await read()
+                        if not out:
+                            break  # the body has ended
+                        info.usage = extraction.usage
+                        for x in replay.fresh(out):
+                            info.items = replay.count(extraction)
+                            yield x
                 out = extraction.close()
                 info.usage = extraction.usage
                 info.finish_reason = extraction.finish_reason
@@ -524,6 +528,46 @@ async def _read_capped(response: httpx.Response) -> bytes:
     except StreamDecodeError:
         pass  # a corrupt error body: what was decoded of it will do
     return bytes(body)
+
+
+class _BodyItems(Generic[E]):
+    """What a parser makes of a response body read through httpx (any transport, any
+    content-encoding): the general counterpart of `ResponseBody.read_into`."""
+
+    __slots__ = ("_chunks", "_deadline", "_inflate", "_parse", "_pieces", "_step")
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        inflate: _Inflate,
+        parse: Callable[[bytes], list[E]],
+        deadline: float,
+    ) -> None:
+        self._chunks = chunks
+        self._inflate = inflate
+        self._parse = parse
+        self._deadline = deadline
+        self._pieces: Iterator[bytes] = iter(())
+        self._step = 0
+
+    async def read(self) -> list[E]:
+        """The next thing the parser makes; `[]` once the body has ended."""
+        while True:
+            for piece in self._pieces:
+                self._step += 1
+                if self._step > 1:  # a compressed chunk inflating to many steps: a bomb?
+                    await anyio.lowlevel.checkpoint()
+                    if anyio.current_time() >= self._deadline:
+                        raise TimeoutError
+                out = self._parse(piece)
+                if out:
+                    return out
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                return []
+            self._pieces = iter(self._inflate.steps(chunk))
+            self._step = 0
 
 
 class _Inflate:

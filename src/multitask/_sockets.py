@@ -4,7 +4,9 @@ A streamed response is thousands of small reads. Through anyio's asyncio stream 
 pauses and resumes the transport (two selector updates) and enters a cancel scope for its
 timeout; `AsyncioSocket` is an `asyncio.Protocol` that keeps reading, queues what arrives
 and wakes one waiting reader, its timeout a deadline that each read moves and one timer
-per connection checks.
+per connection checks. Its `deliver` goes further: it hands each read to a synchronous
+sink right in the protocol's callback and wakes the waiting task only when the sink says
+so (when bytes made an item), so a read that completes nothing costs no task switch.
 Under trio (or anything not asyncio) `AnyioSocket` wraps anyio's stream, whose reads are
 already a plain `recv`. Both raise the same things: `anyio.EndOfStream` when the peer
 closed, `anyio.BrokenResourceError` (or `OSError`) when the connection broke, and
@@ -20,6 +22,7 @@ import select
 import ssl
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import Final, Protocol
 
 import anyio
@@ -27,13 +30,17 @@ import anyio.abc
 import anyio.lowlevel
 import anyio.streams.tls
 
-__all__ = ["AnyioSocket", "AsyncioSocket", "Socket", "connect"]
+__all__ = ["AnyioSocket", "AsyncioSocket", "Sink", "Socket", "connect"]
 
 #: The most one read of a socket takes (into the loop's shared buffer, or a connection's own).
 _READ_SIZE: Final = 64 * 1024
 _OWN_READ_SIZE: Final = 16 * 1024
 #: Bytes read ahead of the reader before the socket stops reading (TCP then pushes back).
 _HIGH_WATER: Final = 1 << 20
+
+
+#: Takes the bytes of one read; returns True once the waiting reader should wake.
+Sink = Callable[[bytes], bool]
 
 
 class Socket(Protocol):
@@ -43,6 +50,11 @@ class Socket(Protocol):
 
     async def receive(self, max_wait: float | None) -> bytes:
         """The next bytes; `TimeoutError` after `max_wait` seconds without any."""
+        ...
+
+    async def deliver(self, sink: Sink, max_wait: float | None) -> None:
+        """Hand bytes to `sink` as they come until it returns True; raise as `receive` does
+        (`max_wait` bounds each wait for bytes, not the whole call)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -93,6 +105,10 @@ class AnyioSocket:
         with anyio.fail_after(max_wait):
             return await self._stream.receive()
 
+    async def deliver(self, sink: Sink, max_wait: float | None) -> None:
+        while not sink(await self.receive(max_wait)):
+            pass
+
     async def aclose(self) -> None:
         await self._stream.aclose()
 
@@ -127,13 +143,15 @@ class AsyncioSocket(asyncio.BufferedProtocol):
         self._buffered = 0
         self._eof = False
         self._error: BaseException | None = None
-        self._reader: asyncio.Future[None] | None = None
+        self._reader: asyncio.Future[bool] | None = None
+        self._sink: Sink | None = None  # while `deliver` waits
         self._writable: asyncio.Future[None] | None = None
         self._reading_paused = False
         # The waiting read's deadline, and one timer that outlives reads: a read only moves
         # the deadline (a timer per read would be created and cancelled thousands of times
         # a second); the timer, when it fires early, sets itself again for the deadline.
         self._deadline = math.inf
+        self._max_wait: float | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     @classmethod
@@ -162,6 +180,17 @@ class AsyncioSocket(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         data = self._buffer[:nbytes].tobytes()
+        sink = self._sink
+        if sink is not None:
+            max_wait = self._max_wait
+            if max_wait is not None:
+                self._deadline = self._loop.time() + max_wait
+            if sink(data):
+                self._sink = None  # what comes next queues up until the next `deliver`
+                reader = self._reader
+                if reader is not None and not reader.done():
+                    reader.set_result(True)
+            return
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > _HIGH_WATER and self._transport is not None:
@@ -196,10 +225,11 @@ class AsyncioSocket(asyncio.BufferedProtocol):
     def _wake(self) -> None:
         reader = self._reader
         if reader is not None and not reader.done():
-            reader.set_result(None)
+            reader.set_result(False)
 
     def _wait_at_most(self, max_wait: float | None) -> None:
         """Set the waiting read's deadline; arm the timer if it would fire too late."""
+        self._max_wait = max_wait
         if max_wait is None:
             self._deadline = math.inf
             return
@@ -256,6 +286,31 @@ class AsyncioSocket(asyncio.BufferedProtocol):
                 if self._error is not None:
                     raise anyio.BrokenResourceError from self._error
                 raise anyio.EndOfStream
+        return self._take_chunks()
+
+    async def deliver(self, sink: Sink, max_wait: float | None) -> None:
+        if self._chunks and sink(self._take_chunks()):  # what came while nobody waited
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._eof:
+            if self._error is not None:
+                raise anyio.BrokenResourceError from self._error
+            raise anyio.EndOfStream
+        reader = self._reader = self._loop.create_future()
+        self._sink = sink
+        self._wait_at_most(max_wait)
+        try:
+            woken_by_sink = await reader
+        finally:
+            self._reader = None
+            self._sink = None
+        if not woken_by_sink:
+            if self._error is not None:
+                raise anyio.BrokenResourceError from self._error
+            raise anyio.EndOfStream
+
+    def _take_chunks(self) -> bytes:
+        chunks = self._chunks
         data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._buffered = 0

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
-from typing import Final
+from typing import Any, Final, TypeVar
 
 import anyio
 import httpx
@@ -24,12 +24,16 @@ import httpx
 from ._http11 import END, Event, Head, ProtocolError, ResponseReader, render_request_head
 from ._sockets import Socket, connect
 
-__all__ = ["StreamingTransport"]
+__all__ = ["ResponseBody", "StreamingTransport", "response_body"]
+
+T = TypeVar("T")
 
 #: Connection events at DEBUG (never headers or bodies: they carry the API key and the text).
 _log = logging.getLogger("multitask.transport")
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+#: The response extension that holds a `ResponseBody` (httpx wraps the stream itself).
+_BODY: Final = "multitask.body"
 
 Origin = tuple[str, str, int]
 
@@ -126,7 +130,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
                 raise
             head = events[0]
             assert isinstance(head, Head)
-            body_stream = _ResponseBody(self, connection, reader, events[1:], request, timeouts)
+            body_stream = ResponseBody(self, connection, reader, events[1:], request, timeouts)
             return httpx.Response(
                 head.status,
                 headers=head.headers,
@@ -134,6 +138,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
                 extensions={
                     "http_version": b"HTTP/" + head.http_version,
                     "reason_phrase": head.reason,
+                    _BODY: body_stream,
                 },
                 request=request,
             )
@@ -277,8 +282,12 @@ class _Stale(Exception):
     """A kept-alive connection turned out closed before any of the response came."""
 
 
-class _ResponseBody(httpx.AsyncByteStream):
+class ResponseBody(httpx.AsyncByteStream):
     """A response body read straight off its connection; the connection is pooled at its end.
+
+    httpx iterates it as any body. `read_into` is the fast way in: it feeds the bytes to a
+    parser in the socket's callback as they arrive and returns only once the parser made
+    something, so a read that completes no item costs no task switch.
 
     It is its own iterator rather than an async generator: an abandoned generator is closed
     later by the event loop's finalizer (a task of its own under trio); this needs no closing.
@@ -298,10 +307,13 @@ class _ResponseBody(httpx.AsyncByteStream):
         self._reader = reader
         self._request = request
         self._read_timeout = timeouts.get("read")
-        self._pending: deque[bytes] = deque()
-        self._ended = False
+        self._pending: deque[Event] = deque(events)  # framed, not yet handed on
+        self._ended = False  # END was handed on: the body is complete
         self._iterating = False
-        self._take(events)
+        # `read_into`'s parser, what it made, and what went wrong (raised after what it made)
+        self._feed: Callable[[bytes], list[Any]] = _no_parser
+        self._out: list[Any] = []
+        self._error: Exception | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         if self._iterating:
@@ -315,7 +327,6 @@ class _ResponseBody(httpx.AsyncByteStream):
         pending = self._pending
         while not pending:
             if self._ended:
-                await self._finish()
                 raise StopAsyncIteration
             connection = self._connection
             if connection is None:
@@ -323,16 +334,71 @@ class _ResponseBody(httpx.AsyncByteStream):
             events = await _read(connection, self._reader, self._request, self._read_timeout)
             if len(events) == 1 and type(events[0]) is bytes:  # the common case
                 return events[0]
-            self._take(events)
-        return pending.popleft()
+            pending.extend(events)
+        event = pending.popleft()
+        if event is END:
+            self._ended = True
+            await self._finish()
+            raise StopAsyncIteration
+        assert isinstance(event, bytes)
+        return event
 
-    def _take(self, events: list[Event]) -> None:
-        for event in events:
+    async def read_into(self, parse: Callable[[bytes], list[T]]) -> list[T]:
+        """Feed the body to `parse` until it returns something, and return that; `[]` once
+        the body has ended. What `parse` raises is raised here (after what it returned
+        before it); a broken connection or a timeout raise as httpx's errors."""
+        self._feed = parse
+        try:
+            while not self._drain():
+                connection = self._connection
+                if connection is None:
+                    raise httpx.StreamClosed()
+                try:
+                    await connection.socket.deliver(self._sink, self._read_timeout)
+                except anyio.EndOfStream:
+                    try:
+                        self._pending.extend(self._reader.receive_eof())
+                    except ProtocolError as exc:
+                        self._error = exc
+                except _READ_ERRORS as exc:
+                    raise _read_error(exc, self._request, self._read_timeout) from exc
+        finally:
+            self._feed = _no_parser
+        out = self._out
+        if out:
+            self._out = []
+            return out
+        error = self._error
+        if error is not None:
+            if isinstance(error, ProtocolError):
+                raise httpx.RemoteProtocolError(str(error), request=self._request) from error
+            raise error
+        await self._finish()
+        return []
+
+    def _sink(self, data: bytes) -> bool:
+        """The socket's sink while `read_into` waits: frame, parse, and wake it if need be."""
+        try:
+            self._pending.extend(self._reader.receive(data))
+        except ProtocolError as exc:
+            self._error = exc
+            return True
+        return self._drain()
+
+    def _drain(self) -> bool:
+        """Parse the framed bytes waiting; True once there is something to return or raise."""
+        pending = self._pending
+        while pending and not self._out and self._error is None:
+            event = pending.popleft()
             if event is END:
                 self._ended = True
-            else:
-                assert isinstance(event, bytes)
-                self._pending.append(event)
+                return True
+            assert isinstance(event, bytes)
+            try:
+                self._out = self._feed(event)
+            except Exception as exc:  # the parser's own errors: raised in `read_into`
+                self._error = exc
+        return bool(self._out) or self._error is not None or self._ended
 
     async def _finish(self) -> None:
         connection, self._connection = self._connection, None
@@ -343,10 +409,40 @@ class _ResponseBody(httpx.AsyncByteStream):
         connection, self._connection = self._connection, None
         if connection is None:
             return
-        if self._ended and not self._pending:  # read to its end: the connection may be reused
+        if self._ended or list(self._pending) == [END]:  # read to its end: may be reused
             await self._transport._done(connection, self._reader.reusable)
         else:  # closed before its end: the connection cannot be reused
             await self._transport._discard(connection)
+
+
+def response_body(response: httpx.Response) -> ResponseBody | None:
+    """The body of a response `StreamingTransport` made, or None for any other response."""
+    body = response.extensions.get(_BODY)
+    return body if isinstance(body, ResponseBody) else None
+
+
+def _no_parser(data: bytes) -> list[Any]:
+    raise RuntimeError("a response body was fed outside `read_into`")
+
+
+_READ_ERRORS: Final = (
+    TimeoutError,
+    OSError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    ProtocolError,
+)
+
+
+def _read_error(
+    exc: BaseException, request: httpx.Request, read_timeout: float | None
+) -> Exception:
+    """A failed read as httpx says it."""
+    if isinstance(exc, TimeoutError):
+        return httpx.ReadTimeout(f"no data from the server for {read_timeout} s", request=request)
+    if isinstance(exc, ProtocolError):
+        return httpx.RemoteProtocolError(str(exc), request=request)
+    return httpx.ReadError(f"the connection broke: {exc!r}", request=request)
 
 
 async def _read(
@@ -363,14 +459,8 @@ async def _read(
             return reader.receive_eof()
         except ProtocolError as exc:
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-    except TimeoutError as exc:
-        raise httpx.ReadTimeout(
-            f"no data from the server for {read_timeout} s", request=request
-        ) from exc
-    except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-        raise httpx.ReadError(f"the connection broke: {exc!r}", request=request) from exc
-    except ProtocolError as exc:
-        raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+    except _READ_ERRORS as exc:
+        raise _read_error(exc, request, read_timeout) from exc
 
 
 async def _request_body(request: httpx.Request) -> bytes:

@@ -88,6 +88,8 @@ class Pipeline(Generic[T, E]):
         self._template: tuple[bytes, bytes, int, int] | None = None
         self._learned: tuple[bytes, bytes, int, int] | None = None
         self._after = None if type(self)._after_feed is Pipeline._after_feed else self._after_feed
+        # The flat per-event path of `feed_payload` (see `_quick_reader`): a plain function.
+        self._quick = _quick_reader(type(decoder))
         # Under mode="parallel_tools": one parser per tool call, each call one item.
         self._call_parsers: dict[Any, _Parser] = {}
         self._pending: MultitaskError | None = None
@@ -216,7 +218,33 @@ class Pipeline(Generic[T, E]):
 
     def feed_payload(self, payload: Mapping[str, Any]) -> list[E]:
         """Feed one parsed provider event (an SSE event's JSON, or an SDK chunk as a dict)."""
-        return self._feed(lambda p, out: self._answer(self.decoder.read(p), out), payload)
+        # `_feed(read, _answer)` written out flat, as `feed_bytes` is: it runs once per event.
+        # An event that is one fragment of the answer and nothing else is read by the
+        # decoder's `_quick_payload` (None for any other), without `read`'s guards.
+        if self._pending is not None:
+            raise self._pending
+        if self._closed:
+            raise RuntimeError("the extraction was closed")
+        out: list[E] = []
+        try:
+            decoder = self.decoder
+            quick = self._quick
+            text = None if quick is None else quick(decoder, payload)
+            if text is None:
+                text = decoder.read(payload)
+            if text:
+                parsed = self._parse_answer(text)
+                if parsed:
+                    self._absorb(parsed, out)
+            elif decoder.calls:
+                self._take_calls(out)
+            if self._after is not None:
+                self._after(out)
+        except MultitaskError as exc:
+            self._pending = exc  # raised now if nothing came before it, else on the next call
+            if not out:
+                raise
+        return out
 
     def feed_text(self, text: str) -> list[E]:
         """Feed answer text directly (a complete response's arguments or content)."""
@@ -306,6 +334,28 @@ class Pipeline(Generic[T, E]):
             if parser is None:
                 parser = self._call_parsers[key] = self._new_parser(whole=True)
             self._absorb(self._parse(parser, text), out)
+
+
+#: What a decoder's `_quick_payload` stands in for: a subclass that overrides one of them
+#: (but not `_quick_payload` too) has every payload read by `read`.
+_QUICK = ("payload", "read", "_tool", "_content")
+
+
+def _quick_reader(
+    cls: type[StreamDecoder],
+) -> Callable[[StreamDecoder, Mapping[str, Any]], str | None] | None:
+    """The decoder class's `_quick_payload`, if it has one that reads as its `read` does.
+
+    `_quick_payload(obj)` returns the answer text `read(obj)` would return if reading `obj`
+    would change nothing (no finish reason, usage, refusal, tool call picked, text held
+    back), else None; it never raises. `read` leaves the decoder's fields of the right
+    types, so its checks after `payload` hold for an event that changes nothing.
+    """
+    owner = next((k for k in cls.__mro__ if "_quick_payload" in vars(k)), None)
+    if owner is None or any(getattr(cls, name) is not getattr(owner, name) for name in _QUICK):
+        return None
+    quick: Callable[[StreamDecoder, Mapping[str, Any]], str | None] = vars(owner)["_quick_payload"]
+    return quick
 
 
 class Extraction(Pipeline[T, T]):

@@ -97,6 +97,30 @@ class AnthropicDecoder(StreamDecoder):
             )
         return ""
 
+    def _quick_payload(self, obj: Mapping[str, Any]) -> str | None:
+        """The answer text of a `content_block_delta` of the answer (see `_fragment`), which
+        `read` would return changing nothing; else None: read it whole. `payload`'s own
+        lookups, in its order; never raises (an odd event is `read`'s)."""
+        try:
+            if obj.get("type") != "content_block_delta":
+                return None
+            delta = obj["delta"]
+            index = obj.get("index")
+            dtype = delta.get("type")
+            if dtype == "input_json_delta":
+                if index in self._call_blocks or index != self._block:
+                    return None
+                text = delta.get("partial_json")
+            elif dtype == "text_delta" and index in self._text_blocks:
+                if self.source != "content":  # `_content` would hold the text back
+                    return None
+                text = delta.get("text")
+            else:
+                return None
+            return text if type(text) is str else None
+        except Exception:
+            return None
+
     def _fragment(self, obj: Mapping[str, Any]) -> str | None:
         """A `content_block_delta` of the answer: the tool block's `input_json_delta` (outside
         parallel mode), or a text block's `text_delta` once the text is the answer."""

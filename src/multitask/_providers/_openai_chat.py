@@ -13,6 +13,8 @@ from ._request import RequestSpec
 
 __all__ = ["OpenAIChat", "OpenAIChatDecoder"]
 
+_ABSENT = object()
+
 
 class OpenAIChatDecoder(StreamDecoder):
     """Decodes `chat.completion.chunk` events.
@@ -102,6 +104,42 @@ class OpenAIChatDecoder(StreamDecoder):
         if refusal:
             self.refusal += refusal
         return ""
+
+    def _quick_payload(self, obj: Mapping[str, Any]) -> str | None:
+        """The answer text of a chunk that is one fragment of the answer and nothing else
+        (the answer call's arguments, or the content once it is the answer), which `read`
+        would return changing nothing; else None: read it whole. `payload`'s own lookups,
+        in its order, on its common path only; never raises (an odd chunk is `read`'s)."""
+        try:
+            choices = obj.get("choices")
+            if not choices or obj.get("usage"):
+                return None
+            choice = choices[0]
+            if choice.get("index", 0) or choice.get("finish_reason"):
+                return None
+            delta = choice.get("delta")
+            if not delta:
+                return None
+            calls = delta.get("tool_calls")
+            if calls:
+                # `_tool()` says yes and changes nothing; one call, the answer's.
+                if self._answer is None or self.source != "tool" or not self._tool_seen:
+                    return None
+                [call] = calls
+                key = call.get("index", _ABSENT)
+                if key is _ABSENT:  # `payload`'s key; its `id` is looked up only if needed
+                    key = call.get("id")
+                if key is not None and key != self._answer:
+                    return None
+                function = call.get("function")
+                arguments = function.get("arguments") if function else None
+                return arguments if type(arguments) is str else None
+            if self.source != "content" or delta.get("function_call"):
+                return None
+            content = delta.get("content")
+            return content if content and type(content) is str else None
+        except Exception:
+            return None
 
     def _usage(self, usage: Any) -> None:
         self.usage = Usage(

@@ -543,3 +543,118 @@ def test_event_too_large_on_the_fast_path() -> None:
     big = events[20].replace(b'"arguments":"', b'"arguments":"' + b" " * 400)
     with pytest.raises(EventTooLargeError):
         fast.feed_bytes(big)
+
+
+# -- OpenAI's `obfuscation` member: dropped, so that one template reads every event ----------
+
+_PAD = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+@cache
+def obfuscated(case: str, chunk_size: int = 4) -> tuple[bytes, ...]:
+    """`stream(case)` as OpenAI sends it by default: each chunk ends with an `obfuscation`
+    member of random padding (a different length and value at every event)."""
+    out = []
+    for k, event in enumerate(stream(case, chunk_size)):
+        head, sep, rest = event.partition(b"data: {")
+        if not sep or not rest.endswith(b"}\n\n"):
+            out.append(event)  # [DONE]
+            continue
+        pad = "".join(_PAD[(k * 7 + i * 13) % len(_PAD)] for i in range(k % 17))
+        out.append(head + sep + rest[:-3] + f',"obfuscation":"{pad}"'.encode() + b"}\n\n")
+    return tuple(out)
+
+
+def plain_reference(case: str, **limits: Any) -> Extraction[User]:
+    """The general path, reading every member (no template, nothing dropped)."""
+    extraction = reference_extraction(case, **limits)
+    extraction.decoder.IGNORED_LAST_MEMBER = None  # type: ignore[misc]
+    return extraction
+
+
+OPENAI_CASES = [case for case in CASES if case.startswith("openai")]
+
+
+@pytest.mark.parametrize("case", OPENAI_CASES)
+def test_an_obfuscated_stream_is_read_by_one_template(case: str) -> None:
+    events = obfuscated(case)
+    assert len({e[-30:] for e in events}) > len(events) // 2  # the ends do differ
+    extraction = fast_extraction(case)
+    items = [x for event in events for x in extraction.feed_bytes(event)] + extraction.close()
+    extraction.raise_for_outcome()
+    assert items == [User(**u) for u in USERS]
+    assert extraction._template is not None
+    assert b"obfuscation" not in extraction._template[1]
+    assert extraction.decoder._learn >= 6  # learned once or twice, not once per event
+
+
+@pytest.mark.parametrize("case", OPENAI_CASES)
+@FAST
+@given(data=st.data(), cap=st.none() | st.integers(100, 400), chunk_size=st.integers(1, 9))
+def test_obfuscated_feeds_read_as_the_general_path_reads_them(
+    case: str, data: st.DataObject, cap: int | None, chunk_size: int
+) -> None:
+    limits = {} if cap is None else {"max_event_bytes": cap}
+    feeds = data.draw(feeds_of(obfuscated(case, chunk_size)), label="feeds")
+    fast, reference = fast_extraction(case, **limits), plain_reference(case, **limits)
+    for piece in feeds:
+        got = outcome(lambda: fast.feed_bytes(piece))  # noqa: B023
+        assert got == outcome(lambda: reference.feed_bytes(piece))  # noqa: B023
+        if got[0] == "error":
+            break
+    assert fast.close() == reference.close()
+    assert outcome(fast.raise_for_outcome) == outcome(reference.raise_for_outcome)
+    assert (fast.usage, fast.finish_reason, fast.delivered) == (
+        reference.usage,
+        reference.finish_reason,
+        reference.delivered,
+    )
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=6,
+)
+
+
+def _parsed(data: bytes) -> Any:
+    try:
+        return ("ok", json.loads(data))
+    except ValueError:
+        return ("invalid", None)
+
+
+@FAST
+@given(
+    obj=st.dictionaries(st.text(max_size=4), _json_values, max_size=4),
+    pad=st.text(st.sampled_from('aZ9 ~!#[]"\\/\x00\x1f\x7fé€'), max_size=6),
+    before=st.sampled_from(["", " ", "\n"]),
+    byte=st.none() | st.tuples(st.integers(0, 200), st.sampled_from(list(b'"\\{},:a \x00\xff'))),
+)
+def test_dropping_the_member_keeps_what_the_json_means(
+    obj: dict[str, Any], pad: str, before: str, byte: tuple[int, int] | None
+) -> None:
+    """With or without the member, the text is valid JSON or not alike, and means the same
+    but for that member; a value that is not plain (quotes, escapes, controls, non-ASCII)
+    or an empty object keeps it. Also with a byte changed anywhere."""
+    from multitask._providers._base import drop_member
+
+    body = json.dumps(obj, ensure_ascii=False)[:-1]  # without its closing brace
+    data = f'{body}{before},"obfuscation":"{pad}"}}'.encode()
+    if byte is not None:
+        at = byte[0] % len(data)
+        data = data[:at] + bytes([byte[1]]) + data[at + 1 :]
+    member = b',"obfuscation":"'
+    dropped = drop_member(data, member, len(data) - 1) if data.endswith(b'"}') else data
+    before_drop, after_drop = _parsed(data), _parsed(dropped)
+    assert before_drop[0] == after_drop[0], (data, dropped)
+    if dropped != data and before_drop[0] == "ok":
+        mine = dict(before_drop[1])
+        mine.pop("obfuscation", None)
+        theirs = dict(after_drop[1])
+        theirs.pop("obfuscation", None)
+        assert mine == theirs
+    if byte is None and obj and before == "" and pad.isascii() and pad.isprintable():
+        plain = '"' not in pad and "\\" not in pad
+        assert (dropped != data) == plain  # a plain value is dropped, and only that

@@ -23,7 +23,7 @@ from pydantic_core import from_json
 
 from ._exceptions import IncompleteOutputError, MultitaskError, RefusalError
 from ._ndjson import NDJSONDecoder
-from ._providers._base import StreamDecoder, Usage
+from ._providers._base import StreamDecoder, Usage, drop_member
 from ._sse import DEFAULT_MAX_EVENT_BYTES, ServerSentEvent, SSEDecoder
 from ._taskparser import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_ITEM_BYTES, TaskParser
 from ._validation import InvalidItem, ItemValidator, OnInvalid
@@ -86,6 +86,7 @@ class Pipeline(Generic[T, E]):
         # The decoder's template (see `StreamDecoder.data`) over whole events: the SSE head
         # before its prefix, the blank line after its suffix; and the one it was made from.
         self._template: tuple[bytes, bytes, int, int] | None = None
+        self._ignored = decoder.IGNORED_LAST_MEMBER
         self._learned: tuple[bytes, bytes, int, int] | None = None
         self._after = None if type(self)._after_feed is Pipeline._after_feed else self._after_feed
         # The flat per-event path of `feed_payload` (see `_quick_reader`): a plain function.
@@ -152,27 +153,26 @@ class Pipeline(Generic[T, E]):
         out: list[E] = []
         try:
             template = self._template
-            if (
-                template is not None
-                and data.startswith(template[0])
-                and data.endswith(template[1])
-                and sse.idle
-                and len(data) <= self._max_event_bytes
-            ):
-                # One whole event, of the shape the decoder's template reads: what the SSE
-                # decoder and then the decoder would make of it, made at once (`_combine`).
-                try:
-                    text = from_json(data[template[2] : len(data) - template[3]])
-                except ValueError:
-                    text = None
-                if type(text) is str:
-                    if text:
-                        parsed = self._parse_answer(text)
-                        if parsed:
-                            self._absorb(parsed, out)
-                    if self._after is not None:
-                        self._after(out)
-                    return out
+            if template is not None and sse.idle and data.startswith(template[0]):
+                event = data
+                member = self._ignored
+                if member is not None and data.endswith(b'"}\n\n'):
+                    event = drop_member(data, member, len(data) - 3)  # as the decoder reads it
+                if event.endswith(template[1]) and len(data) <= self._max_event_bytes:
+                    # One whole event, of the shape the decoder's template reads: what the SSE
+                    # decoder and then the decoder would make of it, made at once (`_combine`).
+                    try:
+                        text = from_json(event[template[2] : len(event) - template[3]])
+                    except ValueError:
+                        text = None
+                    if type(text) is str:
+                        if text:
+                            parsed = self._parse_answer(text)
+                            if parsed:
+                                self._absorb(parsed, out)
+                        if self._after is not None:
+                            self._after(out)
+                        return out
             decoder = self.decoder
             for name, value in sse.frames(data):
                 text = decoder.data(value, name)

@@ -29,6 +29,12 @@ _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 # What a template's string is replaced with to prove it is the one the answer text comes from.
 _PROBE = rb"\u0001~\\"
 _PROBE_TEXT = "\x01~\\"
+# The value of a member a decoder ignores (`IGNORED_LAST_MEMBER`): plain printable ASCII, no
+# quote or backslash, so it is the whole string token whatever surrounds it.
+_PLAIN = re.compile(rb"[ !#-\[\]-~]*")
+# The bytes a JSON value can end with: what must come before the member dropped, so that the
+# object keeps a member (`{}` stays `{}`, and `{,...}` is never made valid).
+_VALUE_END = frozenset(b'"}]0123456789el')
 # How many event templates a decoder may learn (each costs a few parses: bounded, so a stream
 # whose events never repeat, with a changing field, costs nothing after the first few).
 _TEMPLATE_BUDGET = 8
@@ -82,6 +88,11 @@ class StreamDecoder:
     FILTERED: ClassVar[frozenset[str]] = frozenset()
     #: Finish reasons that mean the model refused.
     REFUSED: ClassVar[frozenset[str]] = frozenset()
+    #: A member that `payload` never reads, whose value changes at every event, and that the
+    #: provider puts last (OpenAI's `obfuscation` padding), as its bytes up to the value:
+    #: `,"obfuscation":"`. Events are read without it (`drop_member`), so that one template
+    #: (see `_learn_template`) matches them all.
+    IGNORED_LAST_MEMBER: ClassVar[bytes | None] = None
 
     def __init__(self, source: AnswerSource = "auto") -> None:
         self.source: AnswerSource = source
@@ -114,6 +125,9 @@ class StreamDecoder:
 
         An event that matches a learned template is read by parsing its answer string alone.
         """
+        member = self.IGNORED_LAST_MEMBER
+        if member is not None and type(data) is bytes and data.endswith(b'"}'):
+            data = drop_member(data, member, len(data) - 1)
         template = self.template
         if template is not None and type(data) is bytes:
             prefix, suffix, head, tail = template
@@ -282,6 +296,26 @@ class StreamDecoder:
                 items_delivered=items_delivered,
             )
         return None
+
+
+def drop_member(data: bytes, member: bytes, end: int) -> bytes:
+    """`data` without its member `member + V + '"'` just before `data[end]`, the object's
+    closing brace, where V is plain string content (`_PLAIN`); else `data` as it is.
+
+    JSON text ending in that member parses as the same text without it, plus that member
+    (a string token cannot hold an unescaped quote, so the quotes of `member` and V's closing
+    one are tokens of their own), and the other way round as long as a value ends before it
+    (`_VALUE_END`): one is valid JSON exactly when the other is.
+    """
+    start = data.rfind(member, 0, end)
+    if (
+        start > 0
+        and data[end - 1] == 0x22  # '"'
+        and data[start - 1] in _VALUE_END
+        and _PLAIN.fullmatch(data, start + len(member), end - 1)
+    ):
+        return data[:start] + data[end:]
+    return data
 
 
 def _templates_apply(cls: type[StreamDecoder]) -> bool:

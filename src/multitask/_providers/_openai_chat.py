@@ -26,6 +26,7 @@ class OpenAIChatDecoder(StreamDecoder):
 
     TRUNCATED = frozenset({"length"})
     FILTERED = frozenset({"content_filter"})
+    IGNORED_LAST_MEMBER = b',"obfuscation":"'
 
     def __init__(self, source: Any = "auto") -> None:
         super().__init__(source)

@@ -8,6 +8,7 @@ transport when a proxy is configured.
 
 from __future__ import annotations
 
+import contextvars
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import httpx
+import pydantic
 import pytest
 import trustme
 from pydantic import BaseModel
@@ -465,3 +467,40 @@ async def test_only_streaming_transport_responses_have_a_response_body() -> None
         async with httpx.AsyncClient() as http:  # httpx's own transport
             response = await http.post(server.openai_base_url + "/chat/completions", json={})
             assert response_body(response) is None
+
+
+# -- the caller's context ----------------------------------------------------------------------
+
+WHO: contextvars.ContextVar[str] = contextvars.ContextVar("WHO", default="nobody")
+
+
+class Seen(BaseModel):
+    """An item whose validator notes the context variable it sees."""
+
+    name: str
+    age: int
+    seen_by: str = ""
+
+    @pydantic.model_validator(mode="after")
+    def _note(self) -> Seen:
+        self.seen_by = WHO.get()
+        return self
+
+
+async def test_validators_see_the_callers_context_variables() -> None:
+    """Items are validated where the bytes arrive (the socket's callback on asyncio), which
+    runs in the context of the task that opened the connection; validators must still see
+    the context of the task that reads the stream, over a reused connection too."""
+    async with ScriptedModelServer(Script(items=ITEMS, tokens_per_second=400)) as server:
+        async with multitask.Client("openai:m", base_url=server.openai_base_url, api_key=KEY) as c:
+            seen: dict[str, list[str]] = {}
+
+            async def reader(name: str) -> None:
+                WHO.set(name)
+                seen[name] = [item.seen_by async for item in c.extract_stream(Seen, name)]
+
+            for name in ("first", "second", "third"):
+                async with anyio.create_task_group() as tg:  # a task of its own each
+                    tg.start_soon(reader, name)
+        assert [r.connection for r in server.requests] == [1, 1, 1]  # one reused connection
+    assert seen == {name: [name, name] for name in ("first", "second", "third")}

@@ -145,6 +145,7 @@ class AsyncioSocket(asyncio.BufferedProtocol):
         self._error: BaseException | None = None
         self._reader: asyncio.Future[bool] | None = None
         self._sink: Sink | None = None  # while `deliver` waits
+        self._sink_context = _NO_CONTEXT  # the context of the task `deliver` waits in
         self._writable: asyncio.Future[None] | None = None
         self._reading_paused = False
         # The waiting read's deadline, and one timer that outlives reads: a read only moves
@@ -185,7 +186,10 @@ class AsyncioSocket(asyncio.BufferedProtocol):
             max_wait = self._max_wait
             if max_wait is not None:
                 self._deadline = self._loop.time() + max_wait
-            if sink(data):
+            # In the waiting task's context variables, not those of the task that opened
+            # the connection (the socket's callbacks run in that one): the sink may run
+            # user code (validators) that reads them.
+            if self._sink_context.run(sink, data):
                 self._sink = None  # what comes next queues up until the next `deliver`
                 reader = self._reader
                 if reader is not None and not reader.done():
@@ -298,12 +302,14 @@ class AsyncioSocket(asyncio.BufferedProtocol):
             raise anyio.EndOfStream
         reader = self._reader = self._loop.create_future()
         self._sink = sink
+        self._sink_context = contextvars.copy_context()
         self._wait_at_most(max_wait)
         try:
             woken_by_sink = await reader
         finally:
             self._reader = None
             self._sink = None
+            self._sink_context = _NO_CONTEXT
         if not woken_by_sink:
             if self._error is not None:
                 raise anyio.BrokenResourceError from self._error

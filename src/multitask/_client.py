@@ -85,6 +85,8 @@ _RETRY_ERROR_TYPES = frozenset(
 _MAX_ERROR_BODY = 64 * 1024
 # The most decompressed bytes handed on at once: a small gzip body can inflate a thousandfold.
 _INFLATE_STEP = 64 * 1024
+#: What a closed response's stream is replaced with (see `_unbind`): empty, shared.
+_SPENT = httpx.ByteStream(b"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,9 +338,12 @@ class Client:
             attempt += 1
             info.attempts = attempt
             replay.restart()
+            await limiter.acquire(estimate)
+            # Made once the limiter lets the request go: a fan-out parks most of its documents
+            # in `acquire`, and a pipeline per parked document is only more for the collector.
             extraction = new_pipeline()
             info.skipped = extraction.skipped
-            await limiter.acquire(estimate)
+            response: httpx.Response | None = None
             try:
                 async with AsyncExitStack() as stack:
                     # The deadline covers the wait for the response head and an error body too.
@@ -399,9 +404,21 @@ class Client:
                 if delay is None or anyio.current_time() + delay >= deadline:
                     raise error from exc
             finally:
+                if response is not None:
+                    _unbind(response)
                 usage = extraction.usage
                 limiter.settle(estimate, usage.total_tokens if usage else estimate)
             await anyio.sleep(delay)
+
+
+def _unbind(response: httpx.Response) -> None:
+    """Break the reference cycle httpx leaves between a closed response and its stream.
+
+    `AsyncClient.send` wraps the body in a stream that points back at the response, so every
+    response would wait for the cyclic collector; unbound, reference counting frees it at
+    once, and a fan-out's full collections come less often and walk less.
+    """
+    response.stream = _SPENT
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,11 +155,15 @@ class _Fanout:
                 self.item_type, text, self.options, resume=True
             )
             try:
-                async with stream:
+                # try/finally rather than `async with stream`, which keeps a bound `__aexit__`
+                # alive per document for the collector to walk.
+                try:
                     async for item in stream:
                         progress.items += 1
                         await self.send.send(Result(index, item=item, position=delivered))
                         delivered += 1
+                finally:
+                    await stream.aclose()
             finally:
                 progress.requests += stream.info.attempts
                 usage = stream.info.usage

@@ -72,7 +72,7 @@ class SSEDecoder:
         self._partial = bytearray()  # the unfinished line carried over from the last feed
         self._skip_lf = False  # the last feed ended on CR: a leading LF belongs to it
         self._at_start = True  # still looking for a byte order mark
-        self._data: list[str] = []
+        self._data: list[str] | None = None  # the event's data lines; made at the first one
         self._data_size = 0
         self._event = ""
         self._last_id = ""
@@ -158,7 +158,7 @@ class SSEDecoder:
     def end(self) -> list[ServerSentEvent]:
         """Say the stream ended. An event not followed by a blank line is discarded, per spec."""
         self._partial = bytearray()
-        self._data = []
+        self._data = None
         self._data_size = 0
         self._event = ""
         self.idle = not (self._skip_lf or self._at_start)
@@ -303,7 +303,10 @@ class SSEDecoder:
             value = value[1:]
         if name == b"data":
             text = value.decode("utf-8", "replace")
-            self._data.append(text)
+            if self._data is None:
+                self._data = [text]
+            else:
+                self._data.append(text)
             self._data_size += len(value) + 1
             if self._data_size > self._max_event_bytes:
                 raise EventTooLargeError(
@@ -319,12 +322,13 @@ class SSEDecoder:
         return None
 
     def _dispatch(self) -> ServerSentEvent | None:
-        if not self._data:
+        lines = self._data
+        if lines is None:
             self._event = ""
             return None
-        data = self._data[0] if len(self._data) == 1 else "\n".join(self._data)
+        data = lines[0] if len(lines) == 1 else "\n".join(lines)
         event = ServerSentEvent(data, self._event or "message", self._last_id, self._retry)
-        self._data = []
+        self._data = None
         self._data_size = 0
         self._event = ""
         return event

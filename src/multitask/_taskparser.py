@@ -31,6 +31,8 @@ DEFAULT_MAX_ITEM_BYTES = 1024 * 1024
 DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 _TRAILING_GARBAGE = "trailing garbage"
+#: `TaskParser._items` until the JSON starts (never appended to: ijson gets a list of its own).
+_NO_ITEMS: list[Any] = []
 
 # Parser states.
 _PREAMBLE, _JSON, _DONE = 0, 1, 2
@@ -51,7 +53,6 @@ class TaskParser:
     """
 
     __slots__ = (
-        "_buffer",
         "_buffered",
         "_coro",
         "_error",
@@ -63,6 +64,8 @@ class TaskParser:
         "_items",
         "_max_answer_bytes",
         "_max_item_bytes",
+        "_more",
+        "_pending",
         "_preamble",
         "_state",
         "_string_items",
@@ -87,16 +90,20 @@ class TaskParser:
         # When items may be strings or numbers, a closing quote or a comma can finish one too.
         self._string_items = scalar_items
         self._state = _PREAMBLE
-        self._preamble = Preamble(max_item_bytes)
+        # Per-stream state is made when first needed and dropped when done with: a fan-out
+        # keeps hundreds of parsers alive, and the collector walks every container they hold.
+        self._preamble: Preamble | None = None  # from the first text until the JSON starts
         self._coro: Any = None
-        self._items: list[Any] = sendable_list()
-        self._buffer: list[str] = []
+        self._items: list[Any] = _NO_ITEMS  # ijson's target, made when the JSON starts
+        # Text not yet handed to the C parser: the first piece, then (from the second) all.
+        self._pending = ""
+        self._more: list[str] | None = None
         self._buffered = 0
         self._fed = 0  # characters handed to the C parser
         self._item_start = 0  # value of _fed when the last item was emitted
         self._in_string = False
         self._escape = False
-        self._head: list[str] | None = []  # the JSON text before the first item
+        self._head: list[str] | None = None  # the JSON text before the first item
         self._error: MultitaskError | None = None  # raised on the next call, after items
         #: After `close()`: None if the answer was whole, else what was wrong with it.
         self.error: MultitaskError | None = None
@@ -125,7 +132,13 @@ class TaskParser:
             return self._feed_preamble(text)
         if not text:
             return []  # kept out of the buffer: sending b"" would tell ijson the input ended
-        self._buffer.append(text)
+        more = self._more
+        if more is not None:
+            more.append(text)
+        elif self._pending:
+            self._more = [self._pending, text]
+        else:
+            self._pending = text
         buffered = self._buffered = self._buffered + len(text)
         head = self._head
         if head is not None:
@@ -167,9 +180,9 @@ class TaskParser:
             if self._error is not None:
                 raise self._error
             if self._state == _PREAMBLE:
-                text = self._preamble.end()
+                text = (self._preamble or Preamble(self._max_item_bytes)).end()
                 self._start_json(text[0])
-                self._buffer.append(text)
+                self._pending = text  # nothing is pending before the JSON starts
             if self._state == _JSON:
                 items = self._flush()
                 if self._error is not None:
@@ -203,17 +216,22 @@ class TaskParser:
     # -- finding the JSON ----------------------------------------------------------------------
 
     def _feed_preamble(self, text: str) -> list[Any]:
-        rest = self._preamble.find(text)
+        preamble = self._preamble
+        if preamble is None:
+            preamble = self._preamble = Preamble(self._max_item_bytes)
+        rest = preamble.find(text)
         if not rest:
             return []
         self._start_json(rest[0])
         return self.feed(rest)
 
     def _start_json(self, opener: str) -> None:
+        self._preamble = None
         self.bare_array = opener == "[" and not self._whole
-        if self.bare_array or self._whole:
-            self._head = None
+        if not (self.bare_array or self._whole):
+            self._head = []
         prefix = "" if self._whole else "item" if self.bare_array else "tasks.item"
+        self._items = sendable_list()
         self._coro = ijson.items_coro(self._items, prefix, use_float=True)
         self._state = _JSON
 
@@ -241,10 +259,15 @@ class TaskParser:
         return closer
 
     def _flush(self) -> list[Any]:
-        if not self._buffer:
+        more = self._more
+        if more is not None:
+            text = "".join(more)
+            self._more = None
+        elif self._pending:
+            text = self._pending
+        else:
             return []
-        text = self._buffer[0] if len(self._buffer) == 1 else "".join(self._buffer)
-        self._buffer.clear()
+        self._pending = ""
         self._buffered = 0
         try:
             self._send(text)

@@ -483,12 +483,13 @@ async def test_ten_thousand_documents_under_faults(served: Served, anyio_backend
     assert tasks_after == tasks_before, (tasks_before, tasks_after)
     assert rss_after - rss_warm < 32 * 1024, (rss_warm, rss_after)
     assert objects_after - objects_warm < 3_000, (objects_warm, objects_after)
-    # The goal is 50 ms (MAX_LAG), printed above with the measured figures. A single step of
-    # the loop takes a few ms at most; the wall-clock lag also holds the collector's full
-    # collections (their pause grows with the live objects: ~130 per stream in flight, so
-    # ~65,000 at a concurrency of 500, the test harness's own objects frozen as a service
-    # would) and the OS running other processes on a shared machine. Timed assertions flake
-    # on such machines, so these are guards against a blocked or hung loop, not the target.
-    assert steps.worst < 10 * MAX_LAG, f"one step ran {steps.worst * 1000:.0f} ms: {steps.what}"
-    assert lag.code < 10 * MAX_LAG, f"the loop's code ran {lag.code * 1000:.0f} ms in one tick"
-    assert lag.worst < 2.0, f"the event loop stalled for {lag.worst * 1000:.0f} ms"
+    # The goal, 50 ms (MAX_LAG), is asserted on what the loop's own code does: its longest
+    # step and its busiest tick, in CPU time of the loop's thread less the collector's (a
+    # few ms and about 10 ms when measured). The wall-clock lag, printed above (about 25 ms
+    # when measured), also holds the collector's full collections (their pause grows with
+    # the objects alive; a stream leaves no cyclic garbage of its own, see test_footprint)
+    # and the time the OS gives other processes on a shared machine: only a stall is
+    # asserted on that, since timed assertions on it would flake.
+    assert steps.worst < MAX_LAG, f"one step ran {steps.worst * 1000:.0f} ms: {steps.what}"
+    assert lag.code < MAX_LAG, f"the loop's code ran {lag.code * 1000:.0f} ms in one tick"
+    assert lag.worst < 10 * MAX_LAG, f"the event loop stalled for {lag.worst * 1000:.0f} ms"

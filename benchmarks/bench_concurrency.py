@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from run import _e2e_runs, _fmt, _Server, _table
+from run import _e2e_run, _fmt, _Server, _table
 
 
 def main() -> int:
@@ -39,7 +39,7 @@ def main() -> int:
         try:
             for streams in levels:
                 job = (f"c{streams}", "multitask", "small", args.items, 0, streams, 1)
-                (row,) = _e2e_runs(server, Path(tmp), [job])
+                row = _e2e_run(server, Path(tmp), *job)
                 row["items_per_second"] = row["items_received"] / row["wall"]
                 row["cpu_us_per_event"] = row["client_cpu"] * 1e6 / row["events"]
                 rows.append(row)

@@ -304,73 +304,77 @@ def end_to_end(quick: bool, tokens_per_second: float, notes: list[str]) -> list[
                 # One client process at a time, even for a single stream: processes run side
                 # by side evict each other's caches between events, which raised every
                 # figure 3-5x, unevenly (multitask's from the floor's to 1.5x it).
-                for i, contender in enumerate(clients):
-                    job = (f"r{len(rows)}-{i}", contender, kind, items, size, streams, rounds)
-                    for row in _e2e_runs(server, Path(tmp), [job]):
-                        row["tokens_per_second"] = tokens_per_second
-                        rows.append(row)
-                        _print_e2e_row(row)
+                for contender in clients:
+                    job = (f"r{len(rows)}", contender, kind, items, size, streams, rounds)
+                    row = _e2e_run(server, Path(tmp), *job)
+                    row["tokens_per_second"] = tokens_per_second
+                    rows.append(row)
+                    _print_e2e_row(row)
         finally:
             server.stop()
     for row in rows:
-        base = next(
-            r
-            for r in rows
-            if r["contender"] == "multitask"
-            and (r["workload"], r["streams"]) == (row["workload"], row["streams"])
-        )
+        base = _same_workload(rows, "multitask", row)
+        assert base is not None  # multitask runs every workload
         row["cpu_x_multitask"] = _ratio(row["cpu_per_1000_events"], base["cpu_per_1000_events"])
     return rows
 
 
-def _e2e_runs(server: _Server, tmp: Path, jobs: list[tuple[Any, ...]]) -> list[Row]:
-    """Run client processes at once (`run, contender, kind, items, size, streams, rounds`);
-    the server's CPU over the group is shared out per SSE event."""
-    procs = []
+def _same_workload(rows: list[Row], contender: str, row: Row) -> Row | None:
+    """`contender`'s end-to-end row for `row`'s workload and number of streams, if it ran."""
+    key = (row["workload"], row["streams"])
+    return next(
+        (r for r in rows if r["contender"] == contender and (r["workload"], r["streams"]) == key),
+        None,
+    )
+
+
+def _e2e_run(
+    server: _Server,
+    tmp: Path,
+    run: str,
+    contender: str,
+    kind: str,
+    items: int,
+    size: int,
+    streams: int,
+    rounds: int,
+) -> Row:
+    """Run one client process against the server, alone, and read back what it measured."""
     server_cpu = _proc_cpu(server.proc.pid)
-    for run, contender, kind, items, size, streams, rounds in jobs:
-        command = [sys.executable, str(HERE / "_e2e_client.py"), contender, server.url]
-        command += ["--kind", kind, "--items", str(items), "--size", str(size)]
-        command += ["--streams", str(streams), "--rounds", str(rounds), "--run", run]
-        command += ["--out", str(tmp / f"{run}.json")]
-        procs.append(subprocess.Popen(command))
-    for proc in procs:
-        if proc.wait(timeout=900):
-            raise RuntimeError(f"an end-to-end client failed: {proc.args!r}")
+    command = [sys.executable, str(HERE / "_e2e_client.py"), contender, server.url]
+    command += ["--kind", kind, "--items", str(items), "--size", str(size)]
+    command += ["--streams", str(streams), "--rounds", str(rounds), "--run", run]
+    command += ["--out", str(tmp / f"{run}.json")]
+    proc = subprocess.Popen(command)
+    if proc.wait(timeout=900):
+        raise RuntimeError(f"an end-to-end client failed: {proc.args!r}")
     after = _proc_cpu(server.proc.pid)
-    rows = []
-    for run, contender, kind, items, size, streams, rounds in jobs:
-        result = json.loads((tmp / f"{run}.json").read_text(encoding="utf-8"))
-        sent = server.streams(run)
-        events = sum(r["events"] for r in sent)
-        sent_at = {key: t for r in sent for key, t in r["sent"]}
-        delays = [(t - sent_at[key]) * 1e3 for key, t in result["received"] if key in sent_at]
-        label = f"{items} items of ~60 B" if kind == "small" else f"{items} item, {size:,} B string"
-        rows.append(
-            {
-                "contender": contender,
-                "kind": kind,
-                "workload": label,
-                "streams": streams,
-                "rounds": rounds,
-                "events": events,
-                "items_expected": items * streams * rounds,
-                "items_received": len(result["received"]),
-                "errors": result["errors"],
-                "client_cpu": result["cpu"],
-                "wall": result["wall"],
-                "cpu_per_1000_events": result["cpu"] * 1000 / events if events else None,
-                "delay_p50_ms": percentile(delays, 0.50),
-                "delay_p99_ms": percentile(delays, 0.99),
-                "delay_max_ms": max(delays) if delays else None,
-                "side_by_side": len(jobs),
-            }
-        )
-    total = sum(r["events"] for r in rows)
-    for row in rows:
-        used = after - server_cpu if after is not None and server_cpu is not None else None
-        row["server_cpu_per_1000_events"] = _ratio(used, total / 1000)
-    return rows
+    result = json.loads((tmp / f"{run}.json").read_text(encoding="utf-8"))
+    sent = server.streams(run)
+    events = sum(r["events"] for r in sent)
+    sent_at = {key: t for r in sent for key, t in r["sent"]}
+    delays = [(t - sent_at[key]) * 1e3 for key, t in result["received"] if key in sent_at]
+    used = after - server_cpu if after is not None and server_cpu is not None else None
+    return {
+        "contender": contender,
+        "kind": kind,
+        "workload": f"{items} items of ~60 B"
+        if kind == "small"
+        else f"{items} item, {size:,} B string",
+        "streams": streams,
+        "rounds": rounds,
+        "events": events,
+        "items_expected": items * streams * rounds,
+        "items_received": len(result["received"]),
+        "errors": result["errors"],
+        "client_cpu": result["cpu"],
+        "wall": result["wall"],
+        "cpu_per_1000_events": result["cpu"] * 1000 / events if events else None,
+        "delay_p50_ms": percentile(delays, 0.50),
+        "delay_p99_ms": percentile(delays, 0.99),
+        "delay_max_ms": max(delays) if delays else None,
+        "server_cpu_per_1000_events": _ratio(used, events / 1000),
+    }
 
 
 def _print_e2e_row(row: Row) -> None:
@@ -497,8 +501,9 @@ def targets(parser: list[Row], e2e: list[Row], mem: list[Row]) -> list[Row]:
         name: str, measured: float | None, goal: float, at_least: bool, ceiling: float | None = None
     ) -> None:
         met = None if measured is None else measured >= goal if at_least else measured <= goal
-        row = {"target": name, "goal": goal, "measured": measured, "met": met}
-        out.append(row | {"ceiling": ceiling})
+        out.append(
+            {"target": name, "goal": goal, "measured": measured, "met": met, "ceiling": ceiling}
+        )
 
     for r in parser:
         where = f"{r['stream']} {r['key']}"
@@ -516,18 +521,10 @@ def targets(parser: list[Row], e2e: list[Row], mem: list[Row]) -> list[Row]:
             goal = 5.0 if r["kind"] == "small" else 20.0
             # What no client could beat: instructor's CPU over the raw socket's, which
             # reads the same bytes and does nothing with them.
-            floor = next(
-                (
-                    f
-                    for f in e2e
-                    if f["contender"] == "asyncio-protocol"
-                    and (f["workload"], f["streams"]) == (r["workload"], r["streams"])
-                ),
-                None,
+            floor = _same_workload(e2e, "asyncio-protocol", r)
+            ceiling = (
+                _ratio(r["cpu_per_1000_events"], floor["cpu_per_1000_events"]) if floor else None
             )
-            ceiling = None
-            if floor is not None:
-                ceiling = _ratio(r["cpu_per_1000_events"], floor["cpu_per_1000_events"])
             add(
                 f"{where}: instructor+SDK CPU ÷ multitask ≥ {goal:g}",
                 r["cpu_x_multitask"],

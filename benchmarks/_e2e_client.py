@@ -126,10 +126,10 @@ def _request_body(model: type[BaseModel], prompt: str) -> dict[str, Any]:
 
 async def _httpx_bytes(url: str, model: type[BaseModel]) -> tuple[Runner, Callable[[], Any]]:
     """The floor of an httpx client: the same request, the body read and dropped, no parsing."""
-    import httpx
+    import httpx2
 
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-    client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0), limits=limits)
+    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+    client = httpx2.AsyncClient(timeout=httpx2.Timeout(600.0, connect=10.0), limits=limits)
 
     async def run(prompt: str, record: Record) -> None:
         body = _request_body(model, prompt)

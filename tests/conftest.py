@@ -1,17 +1,34 @@
-"""Shared fixtures: every async test runs on asyncio and on trio."""
+"""Shared fixtures: every async test runs on asyncio, on asyncio with uvloop, and on trio."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import importlib.util
+from typing import Any
+
 import pytest
+
+_needs_uvloop = pytest.mark.skipif(
+    importlib.util.find_spec("uvloop") is None,
+    reason="uvloop is not installed (pip install -e '.[dev]')",
+)
 
 WIRE = Path(__file__).resolve().parents[2] / "shared" / "wire"
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+#: The event loops people run: asyncio's own, uvloop (what uvicorn runs when it is installed),
+#: and trio. Not on Windows: uvloop is not there.
+BACKENDS: list[Any] = [
+    pytest.param("asyncio", id="asyncio"),
+    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop", marks=_needs_uvloop),
+    pytest.param("trio", id="trio"),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    return request.param
 
 
 @pytest.fixture

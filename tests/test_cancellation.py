@@ -30,7 +30,7 @@ from typing import Any
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-import httpx
+import httpx2
 import pytest
 from anyio.from_thread import BlockingPortal
 from pydantic import BaseModel
@@ -120,16 +120,17 @@ class Points:
         await anyio.lowlevel.checkpoint()  # raises here once the scope is cancelled
 
 
-class CountingStream(httpx.AsyncByteStream):
+class CountingStream(httpx2.AsyncByteStream):
     """A response body whose every read and whose close is an await point."""
 
-    def __init__(self, inner: httpx.AsyncByteStream, points: Points) -> None:
+    def __init__(self, inner: httpx2.AsyncByteStream, points: Points) -> None:
         self._inner = inner
         self._points = points
         self._chunks: AsyncIterator[bytes] | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:  # an iterator, not a generator to finalize
-        self._chunks = self._inner.__aiter__()
+        if self._chunks is None:  # httpx2 asks for the iterator, then iterates what it got
+            self._chunks = self._inner.__aiter__()
         return self
 
     async def __anext__(self) -> bytes:
@@ -144,14 +145,14 @@ class CountingStream(httpx.AsyncByteStream):
             await self._inner.aclose()  # under cancellation too: the transport shields its close
 
 
-class CountingTransport(httpx.AsyncBaseTransport):
+class CountingTransport(httpx2.AsyncBaseTransport):
     """The client's transport, with an await point before each request and after its head."""
 
     def __init__(self, points: Points) -> None:
         self.inner = StreamingTransport()
         self._points = points
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         await self._points.point("send")
         response = await self.inner.handle_async_request(request)
         try:
@@ -160,8 +161,8 @@ class CountingTransport(httpx.AsyncBaseTransport):
             with anyio.CancelScope(shield=True):
                 await response.aclose()
             raise
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        return httpx.Response(
+        assert isinstance(response.stream, httpx2.AsyncByteStream)
+        return httpx2.Response(
             response.status_code,
             headers=response.headers,
             stream=CountingStream(response.stream, self._points),
@@ -176,15 +177,25 @@ class CountingTransport(httpx.AsyncBaseTransport):
 
 
 def open_fds() -> int | None:
+    """Open file descriptors, less those on /dev/null: libuv (uvloop) opens one per loop at
+    its first accept, its reserve against running out of descriptors."""
     try:
-        return len(os.listdir("/proc/self/fd"))
+        names = os.listdir("/proc/self/fd")
     except OSError:  # no /proc: not Linux
         return None
+    count = 0
+    for name in names:
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") != "/dev/null":
+                count += 1
+        except OSError:  # closed meanwhile, or listdir's own
+            pass
+    return count
 
 
 def tasks_now(backend: str) -> int:
     """The tasks alive on the current event loop."""
-    if backend == "asyncio":
+    if backend != "trio":
         return len(asyncio.all_tasks())
     import trio
 
@@ -201,17 +212,17 @@ def tasks_now(backend: str) -> int:
 
 
 def describe_tasks(backend: str) -> list[str]:
-    if backend == "asyncio":
+    if backend != "trio":
         return [repr(t) for t in asyncio.all_tasks()]
     return []
 
 
-def transport_of(http: httpx.AsyncClient) -> Any:
+def transport_of(http: httpx2.AsyncClient) -> Any:
     transport: Any = http._transport
     return getattr(transport, "inner", transport)
 
 
-def pool_in_use(http: httpx.AsyncClient) -> list[str]:
+def pool_in_use(http: httpx2.AsyncClient) -> list[str]:
     """What the pool still uses: connections neither idle nor closed, and waiting requests."""
     transport = transport_of(http)
     if isinstance(transport, StreamingTransport):
@@ -222,7 +233,7 @@ def pool_in_use(http: httpx.AsyncClient) -> list[str]:
     return busy + [repr(r) for r in pool._requests]
 
 
-def pool_open(http: httpx.AsyncClient) -> int:
+def pool_open(http: httpx2.AsyncClient) -> int:
     """How many connections the client's pool has open."""
     transport = transport_of(http)
     if isinstance(transport, StreamingTransport):
@@ -241,7 +252,7 @@ async def eventually(check: Callable[[], bool], what: str, seconds: float = 5.0)
 
 
 async def assert_nothing_left(
-    served: Served, http: httpx.AsyncClient, backend: str, tasks: int, label: str
+    served: Served, http: httpx2.AsyncClient, backend: str, tasks: int, label: str
 ) -> None:
     await eventually(
         lambda: all(r.completed or r.disconnected for r in served.requests),
@@ -259,7 +270,7 @@ async def assert_fds_back(baseline: int | None) -> None:
 
 
 def counting_client(served: Served, points: Points, **options: Any) -> multitask.Client:
-    http = httpx.AsyncClient(transport=CountingTransport(points), follow_redirects=False)
+    http = httpx2.AsyncClient(transport=CountingTransport(points), follow_redirects=False)
     return multitask.Client(
         "openai:m",
         base_url=served.server.openai_base_url,

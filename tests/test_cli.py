@@ -25,7 +25,7 @@ def test_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     assert "multitask demo --model" in out
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("backend", ["asyncio", "uvloop", "trio"])
 def test_demo_as_a_command(backend: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     done = subprocess.run(

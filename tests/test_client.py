@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from pydantic import BaseModel
 
@@ -193,7 +193,7 @@ async def test_environment_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_users_own_http_client_is_used_and_left_open() -> None:
     async with ScriptedModelServer(Script(items=USERS)) as server:
-        async with httpx.AsyncClient(headers={"x-proxy-token": "p"}) as http:
+        async with httpx2.AsyncClient(headers={"x-proxy-token": "p"}) as http:
             client = multitask.Client(
                 "openai:m", base_url=server.openai_base_url, api_key=KEY, http_client=http
             )
@@ -364,7 +364,7 @@ async def test_read_timeout_between_chunks() -> None:
     answer = json.dumps({"tasks": USERS})
     cut = answer.index("user1")
     async with ScriptedModelServer(Script(items=USERS, stall_after=cut)) as server:
-        async with openai_client(server, timeout=httpx.Timeout(0.3)) as client:
+        async with openai_client(server, timeout=httpx2.Timeout(0.3)) as client:
             items, error = await collect(client.extract_stream(User, "t"))
     assert items == EXPECTED[:1]
     assert isinstance(error, multitask.APITimeoutError)
@@ -522,5 +522,5 @@ async def test_key_never_in_logs(caplog: pytest.LogCaptureFixture) -> None:
         _, error = await collect(client.extract_stream(User, "t"))
     assert isinstance(error, multitask.APIConnectionError)
     loggers = {r.name.split(".")[0] for r in caplog.records}
-    assert {"httpx", "multitask"} <= loggers, loggers  # the logs were on (the transport's too)
+    assert {"httpx2", "multitask"} <= loggers, loggers  # the logs were on (the transport's too)
     assert KEY not in caplog.text

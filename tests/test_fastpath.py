@@ -62,10 +62,12 @@ class GeneralSSE(SSEDecoder):
     __slots__ = ()
 
     def feed(self, data: bytes) -> list[ServerSentEvent]:
-        return self._lines(data)
+        if self._error is not None:
+            raise self._error
+        return self._checked(self._lines(data))
 
     def frames(self, data: bytes) -> list[Frame]:
-        return [(e.event, e.data) for e in self._lines(data)]
+        return [(e.event, e.data) for e in self.feed(data)]
 
 
 def outcome(fn: Callable[[], Any]) -> Any:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
+import httpx2
 import ijson  # type: ignore[import-untyped]
 import pytest
 from ijson.utils import sendable_list  # type: ignore[import-untyped]
@@ -63,10 +63,13 @@ def fed(parser: TaskParser, *pieces: str) -> TaskParser:
 
 
 def ijson_state(*pieces: str) -> Any:
-    """ijson's own parser, fed as a `TaskParser` feeds it: what the parser cannot do without."""
-    coro = ijson.items_coro(sendable_list(), "tasks.item", use_float=True)
+    """ijson's own event parser, fed as a `TaskParser` feeds it (its events taken after each
+    piece): what the parser cannot do without."""
+    events = sendable_list()
+    coro = ijson.basic_parse_coro(events, use_float=True)
     for piece in pieces:
         coro.send(piece.encode())
+        events.clear()
     return coro
 
 
@@ -97,23 +100,22 @@ def test_task_parser_keeps_prose_only_until_the_json_starts() -> None:
     opened = [prose + ":\n", '{"tasks": [{"name": "A']
     json_pieces = ['{"tasks": [{"name": "A']
     ijson_only = tracked_per_copy(lambda: ijson_state(*json_pieces))
-    # Itself, ijson's state, and the text before the first item (kept to judge an answer
-    # that holds none): the preamble is gone.
+    # Itself, ijson's state, and the stack of the item being built: the preamble is gone.
     assert tracked_per_copy(lambda: fed(TaskParser(), *opened)) == 1 + ijson_only + 1
 
 
-def test_task_parser_mid_answer_adds_only_itself_to_ijson() -> None:
+def test_task_parser_mid_answer_adds_only_itself_and_its_stack_to_ijson() -> None:
     first = '{"tasks": [{"name": "Ada", "age": 36}, '
     pending = '{"name": "Al'  # buffered: nothing in it can finish an item
     parser = fed(TaskParser(scalar_items=False), first)
     assert parser.items_emitted == 1
     ijson_only = tracked_per_copy(lambda: ijson_state(first))
     assert tracked_per_copy(lambda: fed(TaskParser(scalar_items=False), first, pending)) == (
-        1 + ijson_only
+        1 + ijson_only + 1
     )
     # Pieces buffered together are one list until they are handed on.
     two = [first, pending, 'an", "ag']
-    assert tracked_per_copy(lambda: fed(TaskParser(scalar_items=False), *two)) == (2 + ijson_only)
+    assert tracked_per_copy(lambda: fed(TaskParser(scalar_items=False), *two)) == (3 + ijson_only)
 
 
 def test_item_validator_is_itself_and_its_skipped_list() -> None:
@@ -123,7 +125,7 @@ def test_item_validator_is_itself_and_its_skipped_list() -> None:
 
 # -- a whole stream, over HTTP -------------------------------------------------------------------
 
-_CLIENT_FILES = (os.path.dirname(multitask.__file__), os.path.dirname(httpx.__file__))
+_CLIENT_FILES = (os.path.dirname(multitask.__file__), os.path.dirname(httpx2.__file__))
 _SERVER_FILES = os.path.join(os.path.dirname(multitask.__file__), "testing")
 
 
@@ -138,7 +140,7 @@ def _clients(garbage: list[Any]) -> list[str]:
             mine = where.startswith(_CLIENT_FILES) and not where.startswith(_SERVER_FILES)
         else:
             module = type(obj).__module__
-            mine = module.startswith(("multitask.", "httpx.")) and "testing" not in module
+            mine = module.startswith(("multitask.", "httpx2.")) and "testing" not in module
         if mine:
             out.append(type(obj).__qualname__)
     return out

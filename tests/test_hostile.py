@@ -21,6 +21,7 @@ import pytest
 from pydantic import BaseModel
 
 import multitask
+import multitask.providers
 from multitask.testing import HostileServer, Reply
 from multitask.testing._http import Request
 
@@ -317,13 +318,15 @@ def test_a_line_that_never_ends_costs_linear_time() -> None:
 
 DEEP = "[" * 10_000 + "]" * 10_000
 DEEP_OBJECT = '{"a":' * 10_000 + "1" + "}" * 10_000
+#: The depth limit raised past these (the default, 512, refuses them: see below).
+ALLOW_DEEP: dict[str, Any] = {"max_depth": 20_000}
 
 
 @pytest.mark.parametrize("size", [64, 1 << 20], ids=["deltas", "one-delta"])
 async def test_nesting_ten_thousand_deep_in_an_ignored_field_is_parsed(size: int) -> None:
     answer = opening(USERS[:1]) + '{"name":"deep","extra":' + DEEP + ',"age":7}]}'
     async with HostileServer(Reply(body=[*events(answer, size), FINISH])) as server:
-        result = await extract(server)
+        result = await extract(server, **ALLOW_DEEP)
     assert result.error is None
     assert result.items == [EXPECTED[0], User(name="deep", age=7)]
 
@@ -332,7 +335,7 @@ async def test_nesting_ten_thousand_deep_in_an_ignored_field_is_parsed(size: int
 async def test_nesting_ten_thousand_deep_in_a_field_is_a_validation_error(deep: str) -> None:
     answer = opening(USERS[:2]) + '{"name":' + deep + ',"age":7}]}'
     async with HostileServer(Reply(body=[*events(answer, 64), FINISH])) as server:
-        result = await extract(server)
+        result = await extract(server, **ALLOW_DEEP)
     result.failed_with(multitask.ItemValidationError, "item 2", "name")
     assert result.items == EXPECTED[:2]
     assert result.elapsed < 10
@@ -341,7 +344,7 @@ async def test_nesting_ten_thousand_deep_in_a_field_is_a_validation_error(deep: 
 async def test_nesting_ten_thousand_deep_as_an_item_is_a_validation_error() -> None:
     answer = opening(USERS[:1]) + DEEP + "]}"
     async with HostileServer(Reply(body=[*events(answer, 64), FINISH])) as server:
-        result = await extract(server)
+        result = await extract(server, **ALLOW_DEEP)
     result.failed_with(multitask.ItemValidationError, "item 1")
     assert result.items == EXPECTED[:1]
 
@@ -349,7 +352,7 @@ async def test_nesting_ten_thousand_deep_as_an_item_is_a_validation_error() -> N
 async def test_nesting_ten_thousand_deep_outside_the_list_is_skipped() -> None:
     answer = '{"meta":' + DEEP + ',"tasks":' + json.dumps(USERS) + "}"
     async with HostileServer(Reply(body=[*events(answer, 64), FINISH])) as server:
-        result = await extract(server)
+        result = await extract(server, **ALLOW_DEEP)
     assert result.error is None
     assert result.items == EXPECTED
 
@@ -358,7 +361,7 @@ async def test_nesting_ten_thousand_deep_before_an_empty_list() -> None:
     """No item at all: the parser looks at the JSON before the list, which must not recurse."""
     answer = '{"meta":' + DEEP + ',"tasks":[]}'
     async with HostileServer(Reply(body=[*events(answer, 64), FINISH])) as server:
-        result = await extract(server)
+        result = await extract(server, **ALLOW_DEEP)
     assert result.error is None
     assert result.items == []
 
@@ -368,7 +371,7 @@ async def test_nesting_ten_thousand_deep_over_a_small_item_limit(size: int) -> N
     """20 kB of brackets against a 10 kB limit, in pieces or whole (too deep to serialise)."""
     answer = opening(USERS[:1]) + '{"name":"deep","extra":' + DEEP + ',"age":7}]}'
     async with HostileServer(Reply(body=[*events(answer, size), FINISH])) as server:
-        result = await extract(server, max_item_bytes=10_000)
+        result = await extract(server, max_item_bytes=10_000, **ALLOW_DEEP)
     result.failed_with(multitask.ItemTooLargeError, "item 1", "larger than 10000")
     assert result.items == EXPECTED[:1]
 
@@ -376,7 +379,7 @@ async def test_nesting_ten_thousand_deep_over_a_small_item_limit(size: int) -> N
 async def test_nesting_that_never_closes_is_incomplete() -> None:
     answer = opening() + '{"name":"x","extra":' + "[" * 10_000
     async with HostileServer(Reply(body=[*events(answer, 64), FINISH])) as server:
-        result = await extract(server)
+        result = await extract(server, **ALLOW_DEEP)
     result.failed_with(multitask.IncompleteOutputError, "ended inside the list", "3 complete")
     assert result.items == EXPECTED
 
@@ -385,11 +388,55 @@ async def test_nesting_ten_thousand_deep_in_extract_events() -> None:
     answer = opening(USERS[:1]) + '{"name":"deep","extra":' + DEEP + ',"age":7}]}'
     async with HostileServer(Reply(body=[*events(answer, 64), FINISH])) as server:
         async with multitask.Client(
-            "openai:m", base_url=server.url + "/v1", api_key=KEY, max_retries=0
+            "openai:m", base_url=server.url + "/v1", api_key=KEY, max_retries=0, **ALLOW_DEEP
         ) as client:
             async with client.extract_events(User, "text", min_interval=0) as stream:
                 done = [e.item async for e in stream if isinstance(e, multitask.ItemDone)]
     assert done == [EXPECTED[0], User(name="deep", age=7)]
+
+
+#: Where a hostile answer nests deep: in an item's field, as an item, or outside the list.
+DEEP_PLACES = {
+    "field": lambda deep: opening(USERS[:2]) + '{"name":"x","extra":' + deep + ',"age":7}]}',
+    "item": lambda deep: opening(USERS[:2]) + deep + "]}",
+    "outside": lambda deep: '{"tasks":' + json.dumps(USERS[:2])[:-1] + '], "meta":' + deep + "}",
+}
+
+
+@pytest.mark.parametrize("events_api", [False, True], ids=["extract_stream", "extract_events"])
+@pytest.mark.parametrize("levels", [20_000, 100_000])
+@pytest.mark.parametrize("place", list(DEEP_PLACES))
+async def test_nesting_past_the_depth_limit_fails_after_the_items_in_bounded_memory(
+    place: str, levels: int, events_api: bool
+) -> None:
+    """Past `max_depth` (512 by default) the answer is refused, after the items before the
+    deep spot; ijson's prefix paths, a string per open level, used to take memory growing
+    with the square of the depth (a gigabyte for 20,000 `[`)."""
+    answer = DEEP_PLACES[place]("[" * levels)
+    async with HostileServer(Reply(body=[*events(answer, 4096), FINISH])) as server:
+        if events_api:
+            result = Outcome()
+            tracemalloc.start()
+            tracemalloc.reset_peak()
+            try:
+                async with multitask.Client(
+                    "openai:m", base_url=server.url + "/v1", api_key=KEY, max_retries=0
+                ) as client:
+                    async with client.extract_events(User, "text") as stream:
+                        async for e in stream:
+                            if isinstance(e, multitask.ItemDone):
+                                result.items.append(e.item)
+            except multitask.MultitaskError as exc:
+                result.error = exc
+            finally:
+                result.peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+        else:
+            result = await extract(server, memory=True)
+    result.failed_with(multitask.MalformedOutputError, "nested deeper than 512 levels")
+    assert not isinstance(result.error, multitask.ItemTooLargeError)
+    assert result.items == EXPECTED[:2]
+    assert result.peak < 8 * MiB, result.peak
 
 
 # -- endless streams: the deadline -------------------------------------------------------------
@@ -713,3 +760,265 @@ async def test_a_redirect_to_another_host_is_not_followed(body: str) -> None:
     result.failed_with(multitask.APIStatusError, str(template.status))
     assert result.items == []
     assert requests == 1  # a redirect is final: not retried
+
+
+# -- framing broken after valid bytes: nothing valid lost, and no wait for more ------------------
+
+CHUNKED_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+    b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+)
+BAD_CHUNK_SIZE = b"zz\r\n"
+
+
+def chunked(*pieces: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces if p)
+
+
+def broken_after_two_items(split: int | None, *, gzip: bool = False) -> Reply:
+    """Two complete items, chunked, then a chunk-size line that is not one; the connection
+    then stays open (a client that waited for more would wait for its read timeout)."""
+    head, pieces = CHUNKED_HEAD, list(events(opening(USERS[:2])))
+    if gzip:
+        head = head.replace(b"\r\n\r\n", b"\r\ncontent-encoding: gzip\r\n\r\n")
+        pieces = list(gzipped(pieces))[:-1]  # flushed after each piece; the trailer never comes
+    body = chunked(*pieces)
+    return Reply(
+        head=head, body=[body], framing="close", tail=BAD_CHUNK_SIZE, then="hang", split=split
+    )
+
+
+@pytest.mark.parametrize("gzip", [False, True], ids=["identity", "gzip"])
+@pytest.mark.parametrize("split", [None, 1, 97], ids=["whole", "1-byte", "97-byte"])
+async def test_items_framed_before_a_bad_chunk_size_are_delivered_then_the_error(
+    split: int | None, gzip: bool
+) -> None:
+    """The response reader used to raise for the whole read: written in one piece, both items
+    were lost (and lost again by each retry); in 97-byte pieces, one of two."""
+    async with HostileServer(broken_after_two_items(split, gzip=gzip)) as server:
+        result = await extract(server, max_retries=2, timeout=30)
+        requests = len(server.requests)
+    result.failed_with(multitask.APIConnectionError, "invalid chunk size", "after 2 item(s)")
+    assert result.items == EXPECTED[:2]
+    assert requests == 1  # items were delivered: not retried
+    assert result.elapsed < 10  # raised at once, not after the read timeout
+
+
+async def test_a_bad_chunk_size_before_any_item_is_retried() -> None:
+    reply = Reply(
+        head=CHUNKED_HEAD,
+        body=[chunked(b"data: {\n")],
+        framing="close",
+        tail=BAD_CHUNK_SIZE,
+        then="hang",
+    )
+    async with HostileServer(reply) as server:
+        result = await extract(server, max_retries=1, timeout=30)
+        requests = len(server.requests)
+    result.failed_with(multitask.APIConnectionError, "invalid chunk size")
+    assert requests == 2
+    assert result.elapsed < 10
+
+
+@pytest.mark.parametrize(
+    ("after", "error", "says"),
+    [
+        ('{"name":"Ada","age":"not a number"}', multitask.ItemValidationError, "item 2"),
+        ('{"name": nope', multitask.MalformedOutputError, "malformed JSON"),
+        ('{"name":"x","extra":' + "[" * 600, multitask.MalformedOutputError, "deeper than 512"),
+    ],
+    ids=["invalid-item", "malformed", "too-deep"],
+)
+async def test_an_error_held_back_after_items_is_raised_without_waiting_for_more_bytes(
+    after: str, error: type[multitask.MultitaskError], says: str
+) -> None:
+    """The pipeline hands out the items before a bad spot and keeps the error for the next
+    call: the transport asks for it at once (a server that then stalls used to turn it into a
+    read timeout)."""
+    body = [event(opening(USERS[:2]) + after)]
+    async with HostileServer(Reply(body=body, then="hang")) as server:
+        result = await extract(server, timeout=multitask_timeout(read=20))
+    result.failed_with(error, says)
+    assert result.items == EXPECTED[:2]
+    assert result.elapsed < 10
+
+
+def multitask_timeout(*, read: float) -> Any:
+    import httpx2
+
+    return httpx2.Timeout(30.0, read=read)
+
+
+# -- head rules --------------------------------------------------------------------------------
+
+
+async def test_folded_header_lines_are_unfolded() -> None:
+    """RFC 9112 section 5.2: a user agent replaces an obsolete line folding with a space
+    (it was refused, and every request failed)."""
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream;\r\n charset=utf-8\r\n"
+        b"x-note: first\r\n\tsecond\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    reply = Reply(head=head, body=[chunked(*stream())], framing="close", tail=b"0\r\n\r\n")
+    async with HostileServer(reply) as server:
+        result = await extract(server)
+    assert result.error is None
+    assert result.items == EXPECTED
+
+
+@pytest.mark.parametrize("coding", ["gzip, chunked", "chunked, chunked", "x-custom"])
+async def test_a_transfer_coding_other_than_chunked_is_refused(coding: str) -> None:
+    """Bytes in a transfer coding nobody decodes must not be read as the event stream."""
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        b"transfer-encoding: " + coding.encode() + b"\r\nconnection: close\r\n\r\n"
+    )
+    body = list(gzipped(stream()))
+    async with HostileServer(Reply(head=head, body=body, framing="close")) as server:
+        result = await extract(server)
+    result.failed_with(multitask.APIConnectionError, "unsupported Transfer-Encoding")
+    assert result.items == []
+
+
+async def test_interim_responses_before_the_real_one_are_skipped() -> None:
+    head = (
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n"
+        + CHUNKED_HEAD
+    )
+    reply = Reply(head=head, body=[chunked(*stream())], framing="close", tail=b"0\r\n\r\n", split=7)
+    async with HostileServer(reply) as server:
+        result = await extract(server)
+    assert result.error is None
+    assert result.items == EXPECTED
+
+
+async def test_a_whole_response_split_at_every_byte_is_read() -> None:
+    reply = Reply(
+        head=CHUNKED_HEAD,
+        body=[chunked(*stream())],
+        framing="close",
+        tail=b"3;ext=1\r\n\n\n\r\n0\r\nx-trailer: 1\r\n\r\n",
+        split=1,
+    )
+    async with HostileServer(reply) as server:
+        result = await extract(server)
+    assert result.error is None
+    assert result.items == EXPECTED
+
+
+# -- echoed credentials --------------------------------------------------------------------------
+
+#: provider name, base URL suffix, the header its key goes in, client options.
+ECHO_VENDORS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
+    "openai": ("openai", "/v1", "authorization", {}),
+    "anthropic": ("anthropic", "", "x-api-key", {}),
+    "openai-responses": ("openai-responses", "/v1", "authorization", {}),
+    "gemini": ("gemini", "", "x-goog-api-key", {}),
+    "ollama": ("ollama", "", "authorization", {}),
+    "azure-key": ("azure", "", "api-key", {}),
+    "azure-ad-token": ("azure", "", "authorization", {"ad_token": True}),
+    "groq": ("groq", "/v1", "authorization", {}),
+}
+
+
+def credentials(request: Request) -> str:
+    """Every credential header the request carried, as a server would echo them."""
+    return " ".join(
+        v
+        for k, v in request.headers
+        if k in ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+    )
+
+
+def mid_stream_error(vendor: str, echoed: str) -> tuple[tuple[tuple[str, str], ...], bytes]:
+    message = f"invalid credentials {echoed}"
+    if vendor == "anthropic":
+        data = {"type": "error", "error": {"type": "authentication_error", "message": message}}
+        return SSE, b"event: error\ndata: " + json.dumps(data).encode() + b"\n\n"
+    if vendor == "openai-responses":
+        data = {"type": "error", "code": "invalid_api_key", "message": message}
+        return SSE, b"event: error\ndata: " + json.dumps(data).encode() + b"\n\n"
+    if vendor == "gemini":
+        data = {"error": {"code": 401, "message": message, "status": "UNAUTHENTICATED"}}
+        return SSE, b"data: " + json.dumps(data).encode() + b"\n\n"
+    if vendor == "ollama":
+        return (("content-type", "application/x-ndjson"),), json.dumps(
+            {"error": message}
+        ).encode() + b"\n"
+    data = {"error": {"message": message, "type": "invalid_request_error"}}
+    return SSE, b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+def echoing(how: str, vendor: str) -> Callable[[Request], Reply]:
+    def reply(request: Request) -> Reply:
+        echoed = credentials(request)
+        assert KEY in echoed  # the key was sent, so a server can echo it
+        if how == "status-body":
+            body = json.dumps({"error": {"message": f"Incorrect API key: {echoed}"}})
+            return Reply(401, (("content-type", "application/json"),), [body.encode()], "length")
+        if how == "html-page":
+            page = f"<html><body>407 Proxy Authentication Required: {echoed}</body></html>"
+            return Reply(407, (("content-type", "text/html"),), [page.encode()], "length")
+        if how == "redirect":
+            location = "https://elsewhere.example/v1?key=" + echoed.replace(" ", "+")
+            return Reply(302, (("location", location),), [], "length")
+        if how == "content-type":
+            return Reply(200, (("content-type", f"text/plain; key={echoed}"),), [b"x"], "length")
+        if how == "header-line":
+            head = b"HTTP/1.1 200 OK\r\n" + echoed.encode() + b"\r\n\r\n"
+            return Reply(head=head, body=[], framing="close")
+        headers, error = mid_stream_error(vendor, echoed)
+        return Reply(headers=headers, body=[error])
+
+    return reply
+
+
+def exception_text(exc: BaseException) -> str:
+    """str and repr of an exception and of every cause and context, their attributes, and the
+    traceback as Python prints it."""
+    import traceback
+
+    parts: list[str] = []
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        parts += [str(current), repr(current), repr(current.args)]
+        parts += [f"{k}={v!r}" for k, v in vars(current).items()]
+        todo += [current.__cause__, current.__context__]
+    parts += traceback.format_exception(exc)
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize(
+    "how", ["status-body", "html-page", "redirect", "content-type", "header-line", "mid-stream"]
+)
+@pytest.mark.parametrize("vendor", list(ECHO_VENDORS))
+async def test_a_key_the_server_echoes_never_reaches_an_exception(
+    vendor: str, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    name, suffix, _, extra = ECHO_VENDORS[vendor]
+    options: dict[str, Any] = {"api_key": KEY}
+    if extra.get("ad_token"):
+        options = {"provider": multitask.providers.AzureOpenAI(azure_ad_token=KEY)}
+    caplog.set_level("DEBUG")
+    async with HostileServer(echoing(how, name)) as server:
+        if "provider" in options:
+            options["provider"].base_url = server.url
+        async with multitask.Client(
+            f"{name}:m", base_url=server.url + suffix, max_retries=0, timeout=10, **options
+        ) as client:
+            with anyio.fail_after(30):
+                try:
+                    await client.extract(User, "text")
+                except multitask.MultitaskError as exc:
+                    error: BaseException = exc
+                else:
+                    raise AssertionError("no error")
+    text = exception_text(error)
+    assert KEY not in text, text
+    assert "[redacted]" in text  # the echo was there, and was replaced
+    assert KEY not in caplog.text

@@ -208,7 +208,18 @@ def test_a_status_line_without_a_reason() -> None:
         (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "not an HTTP/1.x response"),
         (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed header line"),
         (b"HTTP/1.1 200 OK\r\nbad name: 1\r\n\r\n", "malformed header line"),
-        (b"HTTP/1.1 200 OK\r\nX: 1\r\n  folded\r\n\r\n", "folded header"),
+        (b"HTTP/1.1 200 OK\r\n  folded\r\nX: 1\r\n\r\n", "folded header line before any"),
+        (b"HTTP/1.1 200 OK\r\nX: 1\r\n\x01folded\r\n\r\n", "malformed header line"),
+        (b"HTTP/1.1 200 OK\r\nX: 1\r\n folded\x7f\r\n\r\n", "control character"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "unsupported Transfer-Enc"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "unsupported Transfer-Encoding",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "unsupported Transfer-Encoding",
+        ),
         (b"HTTP/1.1 200 OK\r\nX: a\x01b\r\n\r\n", "control character"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\n", "invalid Content-Length"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "invalid Content-Length"),
@@ -226,8 +237,79 @@ def test_a_status_line_without_a_reason() -> None:
     ],
 )
 def test_malformed_responses_say_what_is_wrong(message: bytes, says: str) -> None:
-    with pytest.raises(ProtocolError, match=says):
-        ResponseReader().receive(message)
+    reader = ResponseReader()
+    with pytest.raises(ProtocolError, match=says):  # raised by this call or the next
+        reader.receive(message)
+        reader.receive(b"")
+    with pytest.raises(ProtocolError, match=says):  # and by every call after it
+        reader.receive_eof()
+    assert not reader.reusable
+
+
+# -- an error after what came before it --------------------------------------------------------
+
+BAD_CHUNK = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"6\r\nhello\n\r\n"
+    b"7\r\nworld!\n\r\n"
+    b"zz\r\n"
+    b"3\r\nnot\r\n0\r\n\r\n"
+)
+
+
+def test_body_framed_before_a_bad_chunk_size_in_the_same_read_is_returned() -> None:
+    reader = ResponseReader("POST")
+    reader.receive(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert reader.receive(b"6\r\nhello\n\r\nzz\r\n") == [b"hello\n"]
+    assert isinstance(reader.error, ProtocolError)  # the caller knows not to wait for more
+    with pytest.raises(ProtocolError, match="invalid chunk size"):
+        reader.receive(b"3\r\nnot\r\n")
+    with pytest.raises(ProtocolError, match="invalid chunk size"):
+        reader.receive_eof()
+    assert not reader.reusable
+
+
+@pytest.mark.parametrize("pieces", [1, 2, 97, len(BAD_CHUNK)], ids=lambda n: f"{n}-byte")
+def test_everything_framed_before_a_bad_chunk_size_is_returned_at_any_split(pieces: int) -> None:
+    for offset in range(pieces if pieces < len(BAD_CHUNK) else 1):
+        cuts = [0, *range(offset or pieces, len(BAD_CHUNK), pieces), len(BAD_CHUNK)]
+        reader = ResponseReader()
+        events: list[object] = []
+        with pytest.raises(ProtocolError, match="invalid chunk size"):
+            for start, end in itertools.pairwise(cuts):
+                events += reader.receive(BAD_CHUNK[start:end])
+                if reader.error is not None:
+                    reader.receive(b"")  # raised at once: nothing more is read
+        body = b"".join(e for e in events if isinstance(e, bytes))
+        assert body == b"hello\nworld!\n"
+        assert END not in events
+
+
+def test_the_head_and_body_before_a_bad_chunk_size_come_out_of_one_read() -> None:
+    reader = ResponseReader()
+    events = reader.receive(BAD_CHUNK)
+    assert [type(e) for e in events] == [Head, bytes, bytes]
+    assert reader.error is not None and reader.head is not None
+
+
+# -- obsolete line folding ---------------------------------------------------------------------
+
+
+def test_a_folded_header_line_is_joined_with_a_space() -> None:
+    message = b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\t c \t\r\nContent-Length: 0\r\n\r\n"
+    for cut in range(1, len(message)):
+        head, body, ended, reader = read(message, [cut])
+        assert head is not None
+        assert head.headers == [(b"x", b"a b c"), (b"content-length", b"0")]
+        assert (body, ended, reader.reusable) == (b"", True, True)
+
+
+def test_a_folded_content_length_frames_the_body() -> None:
+    message = b"HTTP/1.1 200 OK\r\nContent-Length:\r\n 3\r\n\r\nabc"
+    head, body, ended, _ = read(message)
+    assert head is not None
+    assert head.headers == [(b"content-length", b"3")]
+    assert (body, ended) == (b"abc", True)
 
 
 def test_a_head_larger_than_the_limit() -> None:

@@ -321,7 +321,7 @@ def test_items_under_the_limit_in_one_piece_over_it_are_delivered() -> None:
 def test_an_item_too_deep_to_serialise_over_the_limit_in_one_piece() -> None:
     """20 kB of brackets against a 10 kB limit: measured by its text, not by serialising."""
     answer = '{"tasks": [{"a": 1}, {"extra": ' + "[" * 10_000 + "]" * 10_000 + "}]}"
-    parser = PartialTaskParser(max_item_bytes=10_000)
+    parser = PartialTaskParser(max_item_bytes=10_000, max_depth=20_000)
     events = feed_all(parser, [answer])
     assert [e.item for e in events if isinstance(e, ItemDone)] == [{"a": 1}]
     assert isinstance(parser.error, multitask.ItemTooLargeError)
@@ -339,7 +339,7 @@ def nesting(value: Any) -> tuple[int, Any]:
 
 def test_snapshots_of_an_item_nested_ten_thousand_deep() -> None:
     """The item in progress is copied without recursing (Python's stack holds ~1000 calls)."""
-    parser = PartialTaskParser()
+    parser = PartialTaskParser(max_depth=20_000, max_snapshot_values=20_000)
     events = parser.feed('{"tasks": [{"a": 1}, {"name": "deep", "extra": ', update=False)
     for _ in range(100):
         parser.feed("[" * 100, update=False)
@@ -364,7 +364,7 @@ def test_snapshots_of_an_item_nested_ten_thousand_deep() -> None:
 
 
 def test_snapshots_of_objects_nested_ten_thousand_deep_are_copies() -> None:
-    parser = PartialTaskParser()
+    parser = PartialTaskParser(max_depth=20_000)
     parser.feed('{"tasks": [' + '{"a": ' * 10_000 + "[1, ", update=False)
     first = parser.snapshot()
     assert nesting(first) == (10_001, 1)

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from pydantic import BaseModel
 
@@ -91,6 +91,8 @@ PROVIDERS = {
         Provider("groq:llama-test", True, "openai", "length", _CHAT_ERROR, 429, "Rate limit"),
         Provider("vllm:qwen-test", True, "openai", "length", _CHAT_ERROR, 429, "Rate limit"),
         Provider("mistral:mistral-test", True, "openai", "length", _CHAT_ERROR, 429, "Rate limit"),
+        Provider("llamacpp:tiny-test", True, "openai", "length", _CHAT_ERROR, 503, "busy"),
+        Provider("lmstudio:qwen-test", True, "openai", "length", _CHAT_ERROR, 503, "busy"),
         Provider("openai:gpt-test", True, "openai", "length", _CHAT_ERROR, 429, "Rate limit"),
         Provider(
             "anthropic:claude-test", False, "anthropic", "max_tokens", "Overloaded", 529, "Overload"
@@ -288,7 +290,7 @@ async def test_azure_request_shape() -> None:
 
 async def test_azure_without_api_version_is_not_found() -> None:
     async with ScriptedModelServer(Script(items=USERS)) as server:
-        async with httpx.AsyncClient() as http:
+        async with httpx2.AsyncClient() as http:
             response = await http.post(
                 server.url + "/openai/deployments/d/chat/completions", json={"messages": []}
             )
@@ -296,10 +298,11 @@ async def test_azure_without_api_version_is_not_found() -> None:
     assert response.json() == {"error": {"code": "404", "message": "Resource not found"}}
 
 
-@pytest.mark.parametrize("name", ["groq", "vllm", "mistral"])
+@pytest.mark.parametrize("name", ["groq", "vllm", "mistral", "llamacpp", "lmstudio"])
 async def test_compatible_preset_request_shape(name: str) -> None:
     async with ScriptedModelServer(Script(items=USERS)) as server:
-        async with client(server, name, max_tokens=300) as c:
+        # llama.cpp and LM Studio default to json_schema; their tools mode is checked here.
+        async with client(server, name, max_tokens=300, mode="tools") as c:
             assert await c.extract(User, TEXT) == EXPECTED
     request = server.requests[0]
     assert request.path == "/v1/chat/completions"
@@ -313,6 +316,11 @@ async def test_compatible_preset_request_shape(name: str) -> None:
     if name == "mistral":
         assert body["tool_choice"] == "any"
         assert "stream_options" not in body
+    elif name in ("llamacpp", "lmstudio"):
+        # Both read tool_choice only as a string; with the one tool, "required" forces it.
+        assert body["tool_choice"] == "required"
+        assert body["parallel_tool_calls"] is False
+        assert body["stream_options"] == {"include_usage": True}
     else:
         assert body["tool_choice"] == {"type": "function", "function": {"name": "MultiUser"}}
         assert body["stream_options"] == {"include_usage": True}

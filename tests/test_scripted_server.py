@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import httpx
+import httpx2
 import pytest
 
 from multitask.testing import RecordedRequest, Script, ScriptedModelServer, _wire, _wire_chat
@@ -104,7 +104,7 @@ def anthropic_partial(text: str) -> str:
 
 @pytest.mark.anyio
 async def test_openai_tool_stream_matches_the_real_capture(wire: Path) -> None:
-    async with ScriptedModelServer(Script(items=USERS)) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(Script(items=USERS)) as server, httpx2.AsyncClient() as client:
         response = await client.post(server.url + "/v1/chat/completions", json=openai_body())
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
@@ -138,7 +138,7 @@ async def test_openai_content_stream_for_response_format_and_no_tools(wire: Path
         openai_body(response_format={"type": "json_object"}, stream_options=None),
         {"model": "gpt-4o", "messages": MESSAGES, "stream": True},
     ]
-    async with ScriptedModelServer(Script(items=USERS)) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(Script(items=USERS)) as server, httpx2.AsyncClient() as client:
         for body in bodies:
             response = await client.post(server.url + "/chat/completions", json=body)
             chunks = openai_chunks(response.text)
@@ -160,7 +160,7 @@ async def test_openai_legacy_functions_stream_function_call_deltas() -> None:
         functions=[{"name": "Tasks", "parameters": {"type": "object"}}],
         function_call={"name": "Tasks"},
     )
-    async with ScriptedModelServer(Script(items=USERS)) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(Script(items=USERS)) as server, httpx2.AsyncClient() as client:
         response = await client.post(server.url + "/v1/chat/completions", json=body)
     chunks = openai_chunks(response.text)
     first = chunks[0]["choices"][0]["delta"]
@@ -182,7 +182,7 @@ async def test_tool_name_comes_from_tool_choice() -> None:
         tools=[*ANTHROPIC_TOOLS, {"name": "Other", "input_schema": {}}],
         tool_choice={"type": "tool", "name": "Other"},
     )
-    async with ScriptedModelServer(Script(items=USERS)) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(Script(items=USERS)) as server, httpx2.AsyncClient() as client:
         openai_text = (await client.post(server.url + "/v1/chat/completions", json=body)).text
         anthropic_text = (await client.post(server.url + "/v1/messages", json=a_body)).text
     call = openai_chunks(openai_text)[0]["choices"][0]["delta"]["tool_calls"][0]
@@ -196,7 +196,7 @@ async def test_tool_name_comes_from_tool_choice() -> None:
 
 @pytest.mark.anyio
 async def test_anthropic_tool_use_stream_matches_the_real_capture(wire: Path) -> None:
-    async with ScriptedModelServer(Script(items=USERS)) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(Script(items=USERS)) as server, httpx2.AsyncClient() as client:
         response = await client.post(server.url + "/v1/messages", json=anthropic_body())
     assert response.headers["content-type"] == "text/event-stream"
     assert response.headers["request-id"].startswith("req_")
@@ -226,7 +226,7 @@ async def test_anthropic_tool_use_stream_matches_the_real_capture(wire: Path) ->
 
 @pytest.mark.anyio
 async def test_anthropic_text_stream_without_tools() -> None:
-    async with ScriptedModelServer(Script(items=USERS)) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(Script(items=USERS)) as server, httpx2.AsyncClient() as client:
         response = await client.post(server.url + "/v1/messages", json=anthropic_body(tools=None))
     data = [json.loads(d) for _, d in parse_sse(response.text)]
     assert data[1]["content_block"] == {"type": "text", "text": ""}
@@ -241,7 +241,7 @@ async def test_anthropic_text_stream_without_tools() -> None:
 @pytest.mark.anyio
 async def test_keep_alive_serves_several_requests_on_one_connection() -> None:
     scripts = [Script(items=USERS[:1]), Script(items=USERS[1:])]
-    async with ScriptedModelServer(scripts) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(scripts) as server, httpx2.AsyncClient() as client:
         first = await client.post(server.url + "/v1/chat/completions", json=openai_body())
         second = await client.post(server.url + "/v1/messages", json=anthropic_body())
         third = await client.post(server.url + "/v1/messages", json=anthropic_body())
@@ -260,7 +260,7 @@ async def test_keep_alive_serves_several_requests_on_one_connection() -> None:
 
 @pytest.mark.anyio
 async def test_unknown_route_is_a_json_404() -> None:
-    async with ScriptedModelServer() as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer() as server, httpx2.AsyncClient() as client:
         response = await client.get(server.url + "/v1/models?limit=2")
         again = await client.post(server.url + "/v1/chat/completions", content=b"{not json")
     assert response.status_code == 404
@@ -277,7 +277,7 @@ async def test_unknown_route_is_a_json_404() -> None:
 async def test_error_status_with_retry_after_and_provider_error_shapes() -> None:
     openai_script = Script(status=429, retry_after=1.5, headers={"x-ratelimit-remaining": "0"})
     scripts = [openai_script, Script(status=529, retry_after=2)]
-    async with ScriptedModelServer(scripts) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(scripts) as server, httpx2.AsyncClient() as client:
         openai_response = await client.post(server.url + "/v1/chat/completions", json=openai_body())
         anthropic_response = await client.post(server.url + "/v1/messages", json=anthropic_body())
     assert openai_response.status_code == 429
@@ -302,7 +302,7 @@ async def test_custom_error_body() -> None:
     custom = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
     async with (
         ScriptedModelServer(Script(status=429, error_body=custom)) as server,
-        httpx.AsyncClient() as client,
+        httpx2.AsyncClient() as client,
     ):
         response = await client.post(server.url + "/v1/messages", json=anthropic_body())
     assert response.status_code == 429
@@ -316,7 +316,7 @@ async def test_custom_error_body() -> None:
 async def test_truncate_after_ends_with_length_and_max_tokens() -> None:
     script = Script(items=USERS, truncate_after=30)
     answer = json.dumps(ANSWER)
-    async with ScriptedModelServer(script) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(script) as server, httpx2.AsyncClient() as client:
         openai_text = (
             await client.post(server.url + "/v1/chat/completions", json=openai_body())
         ).text
@@ -336,7 +336,7 @@ async def test_truncate_after_ends_with_length_and_max_tokens() -> None:
     assert "content_block_stop" not in anthropic_text
 
 
-async def read_into(response: httpx.Response, received: bytearray) -> None:
+async def read_into(response: httpx2.Response, received: bytearray) -> None:
     """Read the body into `received`, so what arrived survives a read error."""
     async for data in response.aiter_bytes():
         received += data
@@ -348,11 +348,11 @@ async def test_drop_after_breaks_the_chunked_body() -> None:
     received = bytearray()
     async with (
         ScriptedModelServer(Script(items=USERS, drop_after=20)) as server,
-        httpx.AsyncClient() as client,
+        httpx2.AsyncClient() as client,
         client.stream("POST", server.url + "/v1/chat/completions", json=openai_body()) as r,
     ):
         assert r.status_code == 200
-        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        with pytest.raises((httpx2.RemoteProtocolError, httpx2.ReadError)):
             await read_into(r, received)
     assert openai_arguments(openai_chunks(received.decode())) == answer[:20]
     assert b"[DONE]" not in received
@@ -364,7 +364,7 @@ async def test_drop_after_breaks_the_chunked_body() -> None:
 @pytest.mark.anyio
 async def test_error_after_sends_the_mid_stream_error_event() -> None:
     scripts = [Script(items=USERS, error_after=12)]
-    async with ScriptedModelServer(scripts) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(scripts) as server, httpx2.AsyncClient() as client:
         openai_text = (
             await client.post(server.url + "/v1/chat/completions", json=openai_body())
         ).text
@@ -391,7 +391,7 @@ async def test_error_after_sends_the_mid_stream_error_event() -> None:
 @pytest.mark.anyio
 async def test_pacing_spaces_the_deltas() -> None:
     script = Script(text="x" * 40, chunk_size=4, tokens_per_second=50)  # 10 deltas
-    async with ScriptedModelServer(script) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(script) as server, httpx2.AsyncClient() as client:
         start = time.monotonic()
         response = await client.post(server.url + "/v1/messages", json=anthropic_body())
         elapsed = time.monotonic() - start
@@ -403,7 +403,7 @@ async def test_pacing_spaces_the_deltas() -> None:
 async def test_raw_malformed_text_is_streamed_verbatim() -> None:
     text = '{"tasks": [{"name": "Ada"}, {"name": '
     script = Script(text=text, chunk_size=3)
-    async with ScriptedModelServer(script) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(script) as server, httpx2.AsyncClient() as client:
         response = await client.post(server.url + "/v1/chat/completions", json=openai_body())
     assert openai_arguments(openai_chunks(response.text)) == text
 
@@ -420,7 +420,7 @@ async def test_raw_malformed_text_is_streamed_verbatim() -> None:
 async def test_client_disconnect_is_recorded(script: Script) -> None:
     async with ScriptedModelServer(script) as server:
         async with (
-            httpx.AsyncClient() as client,
+            httpx2.AsyncClient() as client,
             client.stream(
                 "POST", server.url + "/v1/chat/completions", json=openai_body()
             ) as response,
@@ -446,7 +446,7 @@ async def test_wait_disconnect_times_out() -> None:
 @pytest.mark.anyio
 async def test_leaving_the_server_closes_stalled_streams() -> None:
     with anyio.fail_after(5):
-        async with httpx.AsyncClient() as client, AsyncExitStack() as responses:
+        async with httpx2.AsyncClient() as client, AsyncExitStack() as responses:
             async with ScriptedModelServer(Script(items=USERS, stall_after=5)) as server:
                 response = await responses.enter_async_context(
                     client.stream("POST", server.url + "/v1/messages", json=anthropic_body())
@@ -455,7 +455,7 @@ async def test_leaving_the_server_closes_stalled_streams() -> None:
                 assert b"message_start" in await chunks.__anext__()
                 port = server.port
             # The server is gone: its stalled connection was closed and its port released.
-            with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            with pytest.raises((httpx2.RemoteProtocolError, httpx2.ReadError)):
                 async for _ in chunks:
                     pass
     assert not server.requests[0].completed
@@ -472,7 +472,7 @@ async def test_script_function_is_called_per_request() -> None:
         await anyio.lowlevel.checkpoint()
         return Script(items=[{"n": len(seen)}])
 
-    async with ScriptedModelServer(answer) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(answer) as server, httpx2.AsyncClient() as client:
         responses = [
             await client.post(server.url + "/v1/chat/completions", json=openai_body(stream=False))
             for _ in range(2)
@@ -488,7 +488,7 @@ async def test_script_function_failure_is_a_500_and_recorded() -> None:
     def broken(request: RecordedRequest) -> Script:
         raise RuntimeError("boom")
 
-    async with ScriptedModelServer(broken) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(broken) as server, httpx2.AsyncClient() as client:
         response = await client.post(server.url + "/v1/messages", json=anthropic_body())
     assert response.status_code == 500
     assert response.json()["error"]["type"] == "api_error"
@@ -500,7 +500,7 @@ async def test_script_function_failure_is_a_500_and_recorded() -> None:
 
 @pytest.mark.anyio
 async def test_non_streaming_answers() -> None:
-    async with ScriptedModelServer(Script(items=USERS)) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(Script(items=USERS)) as server, httpx2.AsyncClient() as client:
         openai_response = await client.post(
             server.url + "/v1/chat/completions", json=openai_body(stream=False)
         )
@@ -527,12 +527,12 @@ async def test_non_streaming_faults() -> None:
         Script(items=USERS, error_after=10),
         Script(items=USERS, stall_after=10),
     ]
-    async with ScriptedModelServer(scripts) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(scripts) as server, httpx2.AsyncClient() as client:
         url = server.url + "/v1/chat/completions"
         truncated = (await client.post(url, json=openai_body(stream=False))).json()
         failed = await client.post(url, json=openai_body(stream=False))
         overloaded = await client.post(server.url + "/v1/messages", json=anthropic_body())
-        with pytest.raises(httpx.ReadTimeout):
+        with pytest.raises(httpx2.ReadTimeout):
             await client.post(url, json=openai_body(stream=False), timeout=0.2)
         await server.wait_disconnect(timeout=5)
     choice = truncated["choices"][0]
@@ -794,7 +794,7 @@ def test_command_line_serves_until_interrupted(tmp_path: Path) -> None:
         url = lines[0].split(" on ", 1)[1].strip()
         assert lines[1].strip() == f"OpenAI    base_url={url}/v1"
         assert lines[2].strip() == f"Anthropic base_url={url}"
-        response = httpx.post(url + "/v1/messages", json=anthropic_body(stream=False), timeout=5)
+        response = httpx2.post(url + "/v1/messages", json=anthropic_body(stream=False), timeout=5)
         assert response.json()["content"][0]["input"] == {"tasks": USERS[:2]}
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=5) == 0
@@ -858,7 +858,7 @@ async def test_responses_stream_parses_with_the_openai_sdk() -> None:
         Script(items=PARALLEL_USERS, chunk_size=3, interleave=2),
         Script(items=USERS, truncate_after=20),
     ]
-    async with ScriptedModelServer(scripts) as server, httpx.AsyncClient() as http:
+    async with ScriptedModelServer(scripts) as server, httpx2.AsyncClient() as http:
         client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
         try:
             tasks_tool = {**tool, "name": "Tasks", "parameters": {"type": "object"}}
@@ -956,7 +956,7 @@ async def test_azure_stream_parses_with_the_openai_sdk() -> None:
 async def test_azure_content_filter_finish_and_sorted_keys() -> None:
     body = openai_body(tools=None, response_format={"type": "json_object"})
     script = Script(items=USERS, truncate_after=10, finish_reason="content_filter")
-    async with ScriptedModelServer(script) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(script) as server, httpx2.AsyncClient() as client:
         url = server.url + "/openai/deployments/d/chat/completions?api-version=2024-10-21"
         response = await client.post(url, json=body)
     assert response.headers["apim-request-id"] == response.headers["x-request-id"]
@@ -1030,7 +1030,7 @@ async def test_gemini_stream_wire_shape() -> None:
         Script(items=USERS, chunk_size=16, error_after=20),
         Script(status=429, retry_after=7),
     ]
-    async with ScriptedModelServer(scripts) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(scripts) as server, httpx2.AsyncClient() as client:
         url = server.url + GEMINI_PATH + "?alt=sse"
         response = await client.post(url, json=gemini_body())
         failed = await client.post(url, json=gemini_body())
@@ -1073,7 +1073,7 @@ async def test_gemini_function_calls_and_generate_content() -> None:
     config = {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["User"]}}
     body = gemini_body(tools=tools, toolConfig=config)
     scripts = [Script(items=PARALLEL_USERS), Script(items=USERS, finish_reason="SAFETY")]
-    async with ScriptedModelServer(scripts) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(scripts) as server, httpx2.AsyncClient() as client:
         streamed = await client.post(server.url + GEMINI_PATH + "?alt=sse", json=body)
         whole = await client.post(
             server.url + "/v1beta/models/gemini-2.5-flash:generateContent", json=gemini_body()
@@ -1098,7 +1098,7 @@ async def test_ollama_ndjson_wire_shape() -> None:
         Script(items=items, truncate_after=8),
         Script(status=404),
     ]
-    async with ScriptedModelServer(scripts) as server, httpx.AsyncClient() as client:
+    async with ScriptedModelServer(scripts) as server, httpx2.AsyncClient() as client:
         url = server.url + "/api/chat"
         response = await client.post(url, json=ollama_body())
         failed = await client.post(url, json=ollama_body())

@@ -1,5 +1,5 @@
 """API keys stay secret, for every provider: never in an exception (with its causes and
-contexts), a repr, a log line (httpx and httpcore at DEBUG), the progress output or the CLI's
+contexts), a repr, a log line (httpx2 and httpcore2 at DEBUG), the progress output or the CLI's
 output file; never written to a file; never sent to a host a redirect names; and TLS
 verification is on by default.
 
@@ -168,7 +168,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """Every log record at DEBUG, httpx's and httpcore's included."""
     caplog.set_level(logging.DEBUG)
-    for name in ("httpx", "httpcore", "multitask", "anyio", "trio", "asyncio"):
+    for name in ("httpx2", "httpcore2", "multitask", "anyio", "trio", "asyncio"):
         caplog.set_level(logging.DEBUG, logger=name)
     return caplog
 
@@ -250,7 +250,7 @@ async def test_key_never_leaks_from_the_client(
         assert isinstance(error, multitask.MultitaskError), scenario
         key.assert_absent(exception_text(error), f"the {type(error).__name__}")
     loggers = {r.name.split(".")[0] for r in logs.records}
-    assert {"httpx", "multitask"} <= loggers, loggers  # the logs were on (the transport's too)
+    assert {"httpx2", "multitask"} <= loggers, loggers  # the logs were on (the transport's too)
     key.assert_absent(logs.text, "the logs")
     key.assert_absent(repr([r.__dict__ for r in logs.records]), "the log records")
     assert writes.paths == []

@@ -39,7 +39,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import httpx
+import httpx2
 import pytest
 import sniffio
 from pydantic import BaseModel
@@ -383,7 +383,7 @@ async def test_ten_thousand_documents_under_faults(served: Served, anyio_backend
     lag = Lag(pauses)
     steps = Steps(pauses)
     warm, main = Tally(), Tally()
-    timeout = httpx.Timeout(30.0, connect=10.0, read=READ_TIMEOUT)
+    timeout = httpx2.Timeout(30.0, connect=10.0, read=READ_TIMEOUT)
     started = time.perf_counter()
     gc.callbacks.append(pauses)
     try:

@@ -3,7 +3,7 @@
 The client's own transport is exercised by every HTTP test in the suite (it is the default);
 these tests cover what only it does: TLS with a throwaway CA (trustme), connection reuse and
 its failure modes, the connection limit and its pool timeout, and the fallback to httpx's
-transport when a proxy is configured.
+transport for the URLs a configured proxy applies to.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import httpx
+import httpx2
 import pydantic
 import pytest
 import trustme
@@ -142,7 +142,7 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
     )
     async with HostileServer(reply) as server:
         transport = StreamingTransport()
-        async with httpx.AsyncClient(transport=transport) as http:
+        async with httpx2.AsyncClient(transport=transport) as http:
             for _ in range(3):
                 response = await http.post(server.url + "/x", json={})
                 assert response.json() == {"tasks": [{"name": "Jason", "age": 10}]}
@@ -197,7 +197,7 @@ async def test_a_kept_alive_connection_dropped_before_answering_is_retried_once(
     """The keep-alive race: the server drops a reused connection after the request went out
     and before any of the response came; the request goes again on a fresh connection."""
     server, url = raw_server
-    async with httpx.AsyncClient(transport=StreamingTransport()) as http:
+    async with httpx2.AsyncClient(transport=StreamingTransport()) as http:
         assert (await http.post(url + "/first", json={})).json() == {}
         assert (await http.post(url + "/second", json={})).json() == {}
     assert server.requests == [(1, "/first"), (1, "/second"), (2, "/second")]
@@ -208,8 +208,8 @@ async def test_a_fresh_connection_dropped_before_answering_is_an_error(
     raw_server: tuple[RawServer, str],
 ) -> None:
     server, url = raw_server
-    async with httpx.AsyncClient(transport=StreamingTransport()) as http:
-        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+    async with httpx2.AsyncClient(transport=StreamingTransport()) as http:
+        with pytest.raises(httpx2.RemoteProtocolError, match="without sending a response"):
             await http.post(url + "/only", json={})
     assert server.requests == [(1, "/only")]  # not sent twice: a new connection is not stale
 
@@ -261,11 +261,11 @@ async def test_the_connection_limit_queues_requests() -> None:
 async def test_the_pool_timeout_names_the_limit() -> None:
     async with HostileServer(Reply(body=(b"data: {}\n\n",), then="hang")) as server:
         transport = StreamingTransport(max_connections=1)
-        timeout = httpx.Timeout(5.0, pool=0.05)
-        async with httpx.AsyncClient(transport=transport, timeout=timeout) as http:
+        timeout = httpx2.Timeout(5.0, pool=0.05)
+        async with httpx2.AsyncClient(transport=transport, timeout=timeout) as http:
             async with http.stream("POST", server.url + "/a", json={}) as held:
                 assert held.status_code == 200
-                with pytest.raises(httpx.PoolTimeout, match="no connection free among 1"):
+                with pytest.raises(httpx2.PoolTimeout, match="no connection free among 1"):
                     await http.post(server.url + "/b", json={})
             # the held response was closed: its slot is free again
             assert transport.connections == 0
@@ -274,7 +274,7 @@ async def test_the_pool_timeout_names_the_limit() -> None:
 async def test_idle_connections_expire() -> None:
     async with ScriptedModelServer(Script(items=ITEMS)) as server:
         transport = StreamingTransport(keepalive_expiry=0.0)
-        http = httpx.AsyncClient(transport=transport)
+        http = httpx2.AsyncClient(transport=transport)
         client = multitask.Client(
             "openai:m", base_url=server.openai_base_url, api_key=KEY, http_client=http
         )
@@ -288,14 +288,14 @@ async def test_idle_connections_expire() -> None:
 async def test_a_closed_transport_takes_no_requests() -> None:
     transport = StreamingTransport()
     await transport.aclose()
-    async with httpx.AsyncClient(transport=transport) as http:
+    async with httpx2.AsyncClient(transport=transport) as http:
         with pytest.raises(RuntimeError, match="closed"):
             await http.get("http://127.0.0.1:9/")
 
 
 async def test_an_unsupported_scheme() -> None:
-    async with httpx.AsyncClient(transport=StreamingTransport()) as http:
-        with pytest.raises(httpx.UnsupportedProtocol, match="ftp"):
+    async with httpx2.AsyncClient(transport=StreamingTransport()) as http:
+        with pytest.raises(httpx2.UnsupportedProtocol, match="ftp"):
             await http.get("ftp://127.0.0.1/")
 
 
@@ -303,8 +303,8 @@ async def test_a_refused_connection_names_the_address() -> None:
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     await listener.aclose()  # nothing listens there now
-    async with httpx.AsyncClient(transport=StreamingTransport()) as http:
-        with pytest.raises(httpx.ConnectError, match=f"127.0.0.1:{port}"):
+    async with httpx2.AsyncClient(transport=StreamingTransport()) as http:
+        with pytest.raises(httpx2.ConnectError, match=f"127.0.0.1:{port}"):
             await http.get(f"http://127.0.0.1:{port}/")
 
 
@@ -314,7 +314,7 @@ async def test_a_streamed_request_body_is_sent_whole() -> None:
         yield b"1}"
 
     async with HostileServer(Reply(body=(b"ok",), framing="length")) as server:
-        async with httpx.AsyncClient(transport=StreamingTransport()) as http:
+        async with httpx2.AsyncClient(transport=StreamingTransport()) as http:
             response = await http.post(server.url + "/x", content=parts())
             assert response.text == "ok"
     assert server.requests[0].body == b'{"a": 1}'
@@ -323,16 +323,23 @@ async def test_a_streamed_request_body_is_sent_whole() -> None:
 # -- which transport a client uses -------------------------------------------------------------
 
 
-async def test_a_proxy_in_the_environment_selects_httpx_transport(
+async def test_a_proxy_in_the_environment_is_mounted_beside_the_own_transport(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """httpx2's proxy transport serves what the proxy applies to; ours stays the default
+    (tests/test_http_stack.py sends real requests through a proxy and past it)."""
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
     async with multitask.Client("openai:m", api_key=KEY) as client:
-        transport = client._client()._transport
-        assert isinstance(transport, httpx.AsyncHTTPTransport)
+        http = client._client()
+        assert isinstance(http._transport, StreamingTransport)
+        proxied = http._transport_for_url(httpx2.URL("https://api.openai.com/v1"))
+        assert isinstance(proxied, httpx2.AsyncHTTPTransport)
+        direct = http._transport_for_url(httpx2.URL("http://127.0.0.1:8080/v1"))
+        assert direct is http._transport
     monkeypatch.delenv("HTTPS_PROXY")
     async with multitask.Client("openai:m", api_key=KEY) as client:
-        assert isinstance(client._client()._transport, StreamingTransport)
+        http = client._client()
+        assert http._transport_for_url(httpx2.URL("https://x/")) is http._transport
 
 
 async def test_concurrent_requests_while_idle_connections_expire() -> None:
@@ -346,7 +353,7 @@ async def test_concurrent_requests_while_idle_connections_expire() -> None:
     )
     async with HostileServer(reply) as server:
         transport = StreamingTransport(keepalive_expiry=0.0)
-        async with httpx.AsyncClient(transport=transport) as http:
+        async with httpx2.AsyncClient(transport=transport) as http:
 
             async def one() -> None:
                 response = await http.post(server.url + "/x", json={})
@@ -400,7 +407,7 @@ async def test_read_into_gives_what_the_parser_makes_then_pools_the_connection(
         reply = Reply(body=reply.body, framing="close", delay=0.01)
     async with HostileServer(reply) as server:
         transport = StreamingTransport()
-        async with httpx.AsyncClient(transport=transport) as http:
+        async with httpx2.AsyncClient(transport=transport) as http:
             for _ in range(2):
                 async with http.stream("POST", server.url + "/x", json={}) as response:
                     body = response_body(response)
@@ -421,7 +428,7 @@ async def test_read_into_raises_the_parsers_error_after_what_it_made() -> None:
     reply = keep_alive((b"one\ntwo\n", b"boom\n", b"never\n"), delay=0.05)
     async with HostileServer(reply) as server:
         transport = StreamingTransport()
-        async with httpx.AsyncClient(transport=transport) as http:
+        async with httpx2.AsyncClient(transport=transport) as http:
             async with http.stream("POST", server.url + "/x", json={}) as response:
                 body = response_body(response)
                 assert body is not None
@@ -437,34 +444,34 @@ async def test_read_into_raises_the_parsers_error_after_what_it_made() -> None:
 async def test_read_into_maps_a_broken_body_to_httpx_errors() -> None:
     reply = keep_alive((b"one\n", b"two\n"), delay=0.02, then="close")  # no final chunk
     async with HostileServer(reply) as server:
-        async with httpx.AsyncClient(transport=StreamingTransport()) as http:
+        async with httpx2.AsyncClient(transport=StreamingTransport()) as http:
             async with http.stream("POST", server.url + "/x", json={}) as response:
                 body = response_body(response)
                 assert body is not None
                 parse = lines(bytearray())
                 assert await body.read_into(parse) == [b"one"]
                 assert await body.read_into(parse) == [b"two"]
-                with pytest.raises(httpx.RemoteProtocolError, match="no final chunk"):
+                with pytest.raises(httpx2.RemoteProtocolError, match="no final chunk"):
                     await body.read_into(parse)
 
 
 async def test_read_into_times_out_between_reads() -> None:
     reply = keep_alive((b"one\n", b"tw"), delay=0.02, then="hang")
     async with HostileServer(reply) as server:
-        async with httpx.AsyncClient(transport=StreamingTransport()) as http:
-            timeout = httpx.Timeout(5.0, read=0.2)
+        async with httpx2.AsyncClient(transport=StreamingTransport()) as http:
+            timeout = httpx2.Timeout(5.0, read=0.2)
             async with http.stream("POST", server.url + "/x", json={}, timeout=timeout) as r:
                 body = response_body(r)
                 assert body is not None
                 parse = lines(bytearray())
                 assert await body.read_into(parse) == [b"one"]
-                with pytest.raises(httpx.ReadTimeout, match=r"no data from the server for 0\.2 s"):
+                with pytest.raises(httpx2.ReadTimeout, match=r"no data from the server for 0\.2 s"):
                     await body.read_into(parse)
 
 
 async def test_only_streaming_transport_responses_have_a_response_body() -> None:
     async with ScriptedModelServer(Script(items=ITEMS)) as server:
-        async with httpx.AsyncClient() as http:  # httpx's own transport
+        async with httpx2.AsyncClient() as http:  # httpx's own transport
             response = await http.post(server.openai_base_url + "/chat/completions", json={})
             assert response_body(response) is None
 

@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from pydantic import BaseModel
 
@@ -397,7 +397,7 @@ def web() -> Iterator[tuple[str, Upstream]]:
         yield url, upstream
 
 
-async def read_timed(response: httpx.Response) -> list[tuple[float, bytes]]:
+async def read_timed(response: httpx2.Response) -> list[tuple[float, bytes]]:
     chunks = []
     async for chunk in response.aiter_raw():
         chunks.append((time.monotonic(), chunk))
@@ -419,7 +419,7 @@ async def test_uvicorn_streams_items_as_they_arrive(
     web: tuple[str, Upstream], path: str, kind: str
 ) -> None:
     url, _ = web
-    async with httpx.AsyncClient(base_url=url) as http:
+    async with httpx2.AsyncClient(base_url=url) as http:
         request = (
             http.build_request("POST", path, json={"text": "slow"})
             if path.startswith("/fastapi")
@@ -444,7 +444,7 @@ async def test_uvicorn_streams_items_as_they_arrive(
 @pytest.mark.anyio
 async def test_uvicorn_ndjson_and_truncation(web: tuple[str, Upstream]) -> None:
     url, _ = web
-    async with httpx.AsyncClient(base_url=url) as http:
+    async with httpx2.AsyncClient(base_url=url) as http:
         response = await http.post("/ndjson", params={"text": "truncate"})
     lines, _ = parse_ndjson(response.content)
     assert response.headers["content-type"] == "application/x-ndjson"
@@ -459,7 +459,7 @@ async def test_uvicorn_disconnect_cancels_the_model_request(
     url, upstream = web
     before = upstream.server.disconnects
     requests_before = len(upstream.server.requests)
-    async with httpx.AsyncClient(base_url=url) as http:
+    async with httpx2.AsyncClient(base_url=url) as http:
         kwargs: dict[str, Any] = (
             {"json": {"text": "slow"}}
             if path.startswith("/fastapi")

@@ -57,10 +57,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=40.0,
         help="pace of the offline scripted model (default: %(default)s)",
     )
-    demo.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    demo.add_argument(
+        "--backend",
+        choices=["asyncio", "uvloop", "trio"],
+        default="asyncio",
+        help="the event loop to run on (uvloop needs `pip install uvloop`)",
+    )
     add_extract_command(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
+        if args.backend == "uvloop":
+            return anyio.run(_demo, args, backend="asyncio", backend_options={"use_uvloop": True})
         return anyio.run(_demo, args, backend=args.backend)
     if args.command == "extract":
         return run_extract(args)

@@ -4,7 +4,8 @@ This is the I/O shell around the sans-IO pieces. Bytes go from the socket straig
 pipeline as they arrive; each validated item is handed to the caller before the next read.
 Over multitask's own transport the pipeline is fed in the socket's callback
 (`ResponseBody.read_into`), and the caller's task wakes once per batch of items rather than
-once per read; over any other transport the body is read through httpx (`_BodyItems`).
+once per read; over any other httpx2 transport the body is read through httpx2
+(`_BodyItems`). Every failure of httpx2's comes out as one of multitask's exceptions.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import urllib.request
 import zlib
 from collections.abc import (
     AsyncGenerator,
@@ -29,11 +29,12 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
-import httpx
+import httpx2
+from httpx2._utils import get_environment_proxies
 from pydantic_core import to_json
 
 from ._exceptions import (
@@ -53,7 +54,7 @@ from ._prompt import Message, build_messages, default_system
 from ._providers import HTTPRequest, Mode, Provider, RequestSpec, get_provider, split_model
 from ._ratelimit import RateLimiter
 from ._stream import ItemStream, StreamInfo
-from ._taskparser import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_ITEM_BYTES
+from ._taskparser import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEM_BYTES
 from ._transport import StreamingTransport, response_body
 from ._validation import OnInvalid
 
@@ -66,7 +67,7 @@ T = TypeVar("T")
 E = TypeVar("E")
 
 #: Ten seconds to connect; up to ten minutes between two chunks (a model may think long).
-DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+DEFAULT_TIMEOUT = httpx2.Timeout(600.0, connect=10.0)
 
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 # Mid-stream error types worth a retry, as Anthropic, OpenAI and Gemini spell them.
@@ -86,7 +87,7 @@ _MAX_ERROR_BODY = 64 * 1024
 # The most decompressed bytes handed on at once: a small gzip body can inflate a thousandfold.
 _INFLATE_STEP = 64 * 1024
 #: What a closed response's stream is replaced with (see `_unbind`): empty, shared.
-_SPENT = httpx.ByteStream(b"")
+_SPENT = httpx2.ByteStream(b"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +101,12 @@ class Options:
     temperature: float | None = None
     on_invalid: OnInvalid = "raise"
     validation_context: Any = None
-    timeout: float | httpx.Timeout | None = None
+    timeout: float | httpx2.Timeout | None = None  # None: the client's (see DEFAULT_TIMEOUT)
     deadline: float | None = None
     max_retries: int = 2
     max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
+    max_depth: int = DEFAULT_MAX_DEPTH
     extra_body: Mapping[str, Any] | None = None
 
 
@@ -119,7 +121,7 @@ class Client:
 
     `model` is `"provider:model_name"` (default: `MULTITASK_MODEL`). `base_url` and `api_key`
     default to the provider's environment variables. Pass `http_client` to use your own
-    `httpx.AsyncClient` (proxies, custom transports); the client then leaves it open.
+    `httpx2.AsyncClient` (proxies, custom transports); the client then leaves it open.
     Pass `provider` to use a provider instance you configured yourself (for example
     `AzureOpenAI(api_version=...)`); the model's prefix then only names it.
     Any `Options` field given here is the default for every call.
@@ -131,7 +133,7 @@ class Client:
         *,
         base_url: str | None = None,
         api_key: str | None = None,
-        http_client: httpx.AsyncClient | None = None,
+        http_client: httpx2.AsyncClient | None = None,
         provider: Provider | None = None,
         headers: Mapping[str, str] | None = None,
         max_connections: int = 1000,
@@ -153,6 +155,8 @@ class Client:
         )
         self.options = Options(**options)
         self._headers = dict(headers or {})
+        if http_client is not None and not isinstance(http_client, httpx2.AsyncClient):
+            raise TypeError(_not_httpx2(http_client))
         self._own_http = http_client is None
         self._http = http_client
         self._max_connections = max_connections
@@ -187,20 +191,17 @@ class Client:
             http, self._http = self._http, None
             await http.aclose()
 
-    def _client(self) -> httpx.AsyncClient:
+    def _client(self) -> httpx2.AsyncClient:
         if self._http is None:
             most, keepalive = self._max_connections, min(self._max_connections, 100)
-            # With a proxy in the environment, httpx's own transport (it speaks to proxies;
-            # `limits` is its pool's), else ours.
-            transport = None
-            if not urllib.request.getproxies():
-                transport = StreamingTransport(
-                    max_connections=most, max_keepalive_connections=keepalive
-                )
-            self._http = httpx.AsyncClient(
+            limits = httpx2.Limits(max_connections=most, max_keepalive_connections=keepalive)
+            self._http = httpx2.AsyncClient(
                 timeout=DEFAULT_TIMEOUT,
-                limits=httpx.Limits(max_connections=most, max_keepalive_connections=keepalive),
-                transport=transport,
+                limits=limits,
+                transport=StreamingTransport(
+                    max_connections=most, max_keepalive_connections=keepalive
+                ),
+                mounts=_proxy_mounts(limits),
                 follow_redirects=False,
             )
         return self._http
@@ -231,6 +232,7 @@ class Client:
                 validation_context=opts.validation_context,
                 max_item_bytes=opts.max_item_bytes,
                 max_answer_bytes=opts.max_answer_bytes,
+                max_depth=opts.max_depth,
             )
 
         info = StreamInfo()
@@ -328,7 +330,8 @@ class Client:
         http = self._client()
         # Only what `_Inflate` decodes in bounded steps (httpx would offer br and zstd too).
         headers = {"accept-encoding": "gzip, deflate", **request.headers, **self._headers}
-        timeout = opts.timeout if opts.timeout is not None else DEFAULT_TIMEOUT
+        # None: the pool's own timeouts (ours are DEFAULT_TIMEOUT; a caller's client keeps its).
+        timeout: Any = opts.timeout if opts.timeout is not None else httpx2.USE_CLIENT_DEFAULT
         deadline = anyio.current_time() + opts.deadline if opts.deadline is not None else math.inf
         limiter = self.limiter
         estimate = _estimate_tokens(request.json, spec.max_tokens)
@@ -343,7 +346,7 @@ class Client:
             # in `acquire`, and a pipeline per parked document is only more for the collector.
             extraction = new_pipeline()
             info.skipped = extraction.skipped
-            response: httpx.Response | None = None
+            response: httpx2.Response | None = None
             try:
                 async with AsyncExitStack() as stack:
                     # The deadline covers the wait for the response head and an error body too.
@@ -368,8 +371,7 @@ class Client:
                     if own is not None and "content-encoding" not in response.headers:
                         read = partial(own.read_into, extraction.feed_bytes)
                     else:
-                        inflate = _Inflate(response.headers.get("content-encoding", ""))
-                        raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+                        raw, inflate = _body(response)
                         chunks = await stack.enter_async_context(aclosing(raw))  # closed on exit
                         read = _BodyItems(chunks, inflate, extraction.feed_bytes, deadline).read
                     while True:
@@ -393,7 +395,8 @@ class Client:
                 extraction.raise_for_outcome()
                 replay.check_complete()
                 return
-            except (httpx.TransportError, TimeoutError, ProviderError) as exc:
+            except (*_HTTPX2_ERRORS, TimeoutError, ProviderError) as exc:
+                self.provider.redact(exc)  # a key the server echoed, out of every message
                 info.usage = extraction.usage
                 info.finish_reason = extraction.finish_reason
                 error = _translate(exc, info.items)
@@ -403,6 +406,9 @@ class Client:
                     limiter.backoff(delay if delay is not None else _backoff(attempt))
                 if delay is None or anyio.current_time() + delay >= deadline:
                     raise error from exc
+            except MultitaskError as exc:
+                self.provider.redact(exc)
+                raise
             finally:
                 if response is not None:
                     _unbind(response)
@@ -411,7 +417,60 @@ class Client:
             await anyio.sleep(delay)
 
 
-def _unbind(response: httpx.Response) -> None:
+def _body(response: httpx2.Response) -> tuple[AsyncGenerator[bytes, None], _Inflate]:
+    """The body's bytes as they come, and what undoes their content-encoding.
+
+    A transport may hand over a body it already read (`httpx2.MockTransport` with `content=`,
+    say): httpx2 has decoded it then, and it comes as one piece."""
+    try:
+        content = response.content
+    except httpx2.ResponseNotRead:
+        return _raw(response), _Inflate(response.headers.get("content-encoding", ""))
+    return _whole(content), _Inflate("")
+
+
+async def _raw(response: httpx2.Response) -> AsyncGenerator[bytes, None]:
+    raw = response.aiter_raw()
+    async with aclosing(raw):
+        async for chunk in raw:
+            yield chunk
+
+
+async def _whole(content: bytes) -> AsyncGenerator[bytes, None]:
+    if content:
+        yield content
+
+
+def _proxy_mounts(limits: httpx2.Limits) -> dict[str, httpx2.AsyncBaseTransport | None]:
+    """httpx2's own proxy transports for the URLs a proxy in the environment applies to.
+
+    Ours is the client's transport for everything else (`NO_PROXY` alone changes nothing).
+    httpx2 reads the environment this way for a client without a transport of its own; the
+    rule (schemes, `ALL_PROXY`, `NO_PROXY` patterns) is its, so ours cannot drift from it.
+    """
+    return {
+        pattern: None if proxy is None else httpx2.AsyncHTTPTransport(proxy=proxy, limits=limits)
+        for pattern, proxy in get_environment_proxies().items()
+    }
+
+
+def _not_httpx2(http_client: object) -> str:
+    kind = type(http_client)
+    name = f"{kind.__module__.partition('.')[0]}.{kind.__name__}"
+    if kind.__module__.partition(".")[0] == "httpx":
+        return (
+            f"http_client must be an httpx2.AsyncClient, not the legacy {name}: multitask "
+            "speaks httpx2 (the maintained successor of httpx 0.28, with the same API, which "
+            "openai>=3 and anthropic>=2 use too); build it with httpx2.AsyncClient(...)"
+        )
+    return f"http_client must be an httpx2.AsyncClient, not {name}"
+
+
+#: What httpx2 raises while sending or reading (anything else of its is a bug of ours).
+_HTTPX2_ERRORS: Final = (httpx2.HTTPError, httpx2.StreamError, httpx2.InvalidURL)
+
+
+def _unbind(response: httpx2.Response) -> None:
     """Break the reference cycle httpx leaves between a closed response and its stream.
 
     `AsyncClient.send` wraps the body in a stream that points back at the response, so every
@@ -488,14 +547,20 @@ def _translate(exc: BaseException, delivered: int) -> MultitaskError:
     after = f" after {delivered} item(s)" if delivered else ""
     if isinstance(exc, TimeoutError):
         return APITimeoutError(f"the total deadline passed{after}")
-    if isinstance(exc, httpx.ConnectTimeout):
+    if isinstance(exc, httpx2.ConnectTimeout):
         return APITimeoutError(f"timed out connecting to the provider: {exc}")
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx2.TimeoutException):
         return APITimeoutError(f"timed out waiting for the provider{after}: {type(exc).__name__}")
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, httpx2.ConnectError):
         return APIConnectionError(f"could not connect to the provider: {exc}")
-    if isinstance(exc, httpx.DecodingError):
+    if isinstance(exc, httpx2.DecodingError):
         return StreamDecodeError(f"could not decode the response body{after}: {exc}")
+    if isinstance(exc, httpx2.InvalidURL | httpx2.UnsupportedProtocol):
+        return MultitaskError(f"the request URL is not usable: {exc}")
+    if isinstance(exc, httpx2.StreamError):
+        return MultitaskError(f"the HTTP client could not read the response{after}: {exc!r}")
+    if not isinstance(exc, httpx2.TransportError):
+        return MultitaskError(f"the HTTP request failed{after}: {exc!r}")
     return APIConnectionError(f"the connection dropped mid-stream{after}: {exc}")
 
 
@@ -530,20 +595,22 @@ def _backoff(attempt: int) -> float:
     return backoff * (0.5 + random.random() / 2)
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
+async def _read_capped(response: httpx2.Response) -> bytes:
+    """An error response's body, decoded, at most `_MAX_ERROR_BODY` of it."""
     try:
-        inflate = _Inflate(response.headers.get("content-encoding", ""))
+        chunks, inflate = _body(response)
     except StreamDecodeError:
-        inflate = _Inflate("")  # show the bytes as they came
+        chunks, inflate = _raw(response), _Inflate("")  # show the bytes as they came
     body = bytearray()
-    try:
-        async for chunk in response.aiter_raw():
-            for piece in inflate.steps(chunk):
-                body += piece
-                if len(body) >= _MAX_ERROR_BODY:
-                    return bytes(body[:_MAX_ERROR_BODY])
-    except StreamDecodeError:
-        pass  # a corrupt error body: what was decoded of it will do
+    async with aclosing(chunks):
+        try:
+            async for chunk in chunks:
+                for piece in inflate.steps(chunk):
+                    body += piece
+                    if len(body) >= _MAX_ERROR_BODY:
+                        return bytes(body[:_MAX_ERROR_BODY])
+        except StreamDecodeError:
+            pass  # a corrupt error body: what was decoded of it will do
     return bytes(body)
 
 
@@ -638,7 +705,7 @@ class _Inflate:
 _UNSUPPORTED_CODINGS = frozenset({"br", "zstd", "compress", "x-compress", "exi", "pack200-gzip"})
 
 
-def _check_content_type(response: httpx.Response) -> None:
+def _check_content_type(response: httpx2.Response) -> None:
     ctype = response.headers.get("content-type", "")
     if ctype and "event-stream" not in ctype and "ndjson" not in ctype:
         raise StreamDecodeError(

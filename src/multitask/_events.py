@@ -20,11 +20,17 @@ from typing import TYPE_CHECKING, Any, TypeVar, Union, cast
 from pydantic import TypeAdapter
 
 from ._extraction import Pipeline
-from ._partial import ItemDone, ItemStarted, ItemUpdated, PartialTaskParser
+from ._partial import (
+    DEFAULT_MAX_SNAPSHOT_VALUES,
+    ItemDone,
+    ItemStarted,
+    ItemUpdated,
+    PartialTaskParser,
+)
 from ._providers._base import StreamDecoder, Usage
 from ._sse import DEFAULT_MAX_EVENT_BYTES
 from ._stream import ItemStream, StreamInfo
-from ._taskparser import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_ITEM_BYTES
+from ._taskparser import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEM_BYTES
 from ._validation import InvalidItem, OnInvalid
 
 if TYPE_CHECKING:
@@ -91,12 +97,20 @@ class EventExtraction(Pipeline[T, ExtractionEvent[T]]):
         max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
         partial_strings: bool = True,
         min_interval: float = DEFAULT_MIN_INTERVAL,
+        max_snapshot_values: int = DEFAULT_MAX_SNAPSHOT_VALUES,
     ) -> None:
         if min_interval < 0:
             raise ValueError(f"min_interval must not be negative, not {min_interval}")
-        self._limits = (max_item_bytes, max_answer_bytes, partial_strings)
+        self._limits = (
+            max_item_bytes,
+            max_answer_bytes,
+            max_depth,
+            partial_strings,
+            max_snapshot_values,
+        )
         self._min_interval = min_interval
         self._last_update = -math.inf
         self._now: float | None = None
@@ -120,7 +134,7 @@ class EventExtraction(Pipeline[T, ExtractionEvent[T]]):
         return super().feed_text(text)
 
     def _new_parser(self, *, whole: bool) -> PartialTaskParser:
-        max_item, max_answer, partial_strings = self._limits
+        max_item, max_answer, max_depth, partial_strings, max_values = self._limits
         first_index = 0
         if whole:
             first_index, self._calls_seen = self._calls_seen, self._calls_seen + 1
@@ -128,6 +142,8 @@ class EventExtraction(Pipeline[T, ExtractionEvent[T]]):
             partial_strings=partial_strings,
             max_item_bytes=max_item,
             max_answer_bytes=max_answer,
+            max_depth=max_depth,
+            max_snapshot_values=max_values,
             whole=whole,
             first_index=first_index,
         )
@@ -191,6 +207,7 @@ def extract_events(
     *,
     min_interval: float = DEFAULT_MIN_INTERVAL,
     partial_strings: bool = True,
+    max_snapshot_values: int = DEFAULT_MAX_SNAPSHOT_VALUES,
     **options: Any,
 ) -> EventStream[T]:
     """Stream what happens to each item of `item_type` in `text`, as it happens.
@@ -200,8 +217,10 @@ def extract_events(
     with the validated item (or `ItemSkipped` under `on_invalid="skip"`); the last event is
     `Finished(usage, finish_reason)`. Errors are raised as `extract_stream` raises them, after
     the events before them. `partial_strings=False` keeps strings out of snapshots until they
-    are complete. A request retried before any item was done starts again at
-    `ItemStarted(0)`: a new `ItemStarted` for an index replaces what was shown for it.
+    are complete. An item holding more than `max_snapshot_values` values gets no more
+    `ItemUpdated` (each is a full copy) until its `ItemDone`. A request retried before any
+    item was done starts again at `ItemStarted(0)`: a new `ItemStarted` for an index
+    replaces what was shown for it.
     """
     if min_interval < 0:
         raise ValueError(f"min_interval must not be negative, not {min_interval}")
@@ -216,8 +235,10 @@ def extract_events(
             validation_context=opts.validation_context,
             max_item_bytes=opts.max_item_bytes,
             max_answer_bytes=opts.max_answer_bytes,
+            max_depth=opts.max_depth,
             partial_strings=partial_strings,
             min_interval=min_interval,
+            max_snapshot_values=max_snapshot_values,
         )
 
     info = StreamInfo()

@@ -25,7 +25,12 @@ from ._exceptions import IncompleteOutputError, MultitaskError, RefusalError
 from ._ndjson import NDJSONDecoder
 from ._providers._base import StreamDecoder, Usage, drop_member
 from ._sse import DEFAULT_MAX_EVENT_BYTES, ServerSentEvent, SSEDecoder
-from ._taskparser import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_ITEM_BYTES, TaskParser
+from ._taskparser import (
+    DEFAULT_MAX_ANSWER_BYTES,
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_ITEM_BYTES,
+    TaskParser,
+)
 from ._validation import InvalidItem, ItemValidator, OnInvalid
 
 __all__ = ["Extraction", "Pipeline"]
@@ -51,7 +56,8 @@ class Pipeline(Generic[T, E]):
     feed (a bad item, malformed JSON, an error event) is raised only after what came before
     it was returned: by the next call, or by `close()`. `close()` says the stream ended; it
     returns the last of it, and `raise_for_outcome()` then raises if the answer was cut off,
-    refused, filtered or malformed.
+    refused, filtered or malformed. Errors are redacted by the decoder's `redactor` (the
+    credentials of the provider that made it never appear in them).
     """
 
     def __init__(
@@ -140,7 +146,8 @@ class Pipeline(Generic[T, E]):
         return self.validator.skipped
 
     def feed_bytes(self, data: bytes) -> list[E]:
-        """Feed raw stream bytes (the response body), in pieces of any size."""
+        """Feed raw stream bytes (the response body), in pieces of any size. `b""` feeds
+        nothing, and raises an error held back after what the last feed returned."""
         sse = self._sse
         if sse is None:
             return self._feed(self._decode_bytes, data)
@@ -152,6 +159,9 @@ class Pipeline(Generic[T, E]):
             raise RuntimeError("the extraction was closed")
         out: list[E] = []
         try:
+            if not data:
+                self._raise_held_back()
+                return out
             template = self._template
             if template is not None and sse.idle and data.startswith(template[0]):
                 event = data
@@ -187,7 +197,8 @@ class Pipeline(Generic[T, E]):
             if self._after is not None:
                 self._after(out)
         except MultitaskError as exc:
-            self._pending = exc  # raised now if nothing came before it, else on the next call
+            # Raised now if nothing came before it, else on the next call.
+            self._pending = self.decoder.redact(exc)
             if not out:
                 raise
         return out
@@ -211,6 +222,15 @@ class Pipeline(Generic[T, E]):
             return  # (cannot be: the decoder learns only from events read on the fast path)
         prefix, suffix = self._sse.head + learned[0], learned[1] + b"\n\n"
         self._template = (prefix, suffix, len(prefix) - 1, len(suffix) - 1)
+
+    def _raise_held_back(self) -> None:
+        """Raise an error a piece of the pipeline held back to hand out what came before it
+        (the event decoder, a parser): `feed_bytes(b"")`, for a reader about to wait for
+        more bytes, which might never come."""
+        self.events.feed(b"")
+        self._parse(self.parser, "")
+        for parser in self._call_parsers.values():
+            self._parse(parser, "")
 
     def feed_event(self, event: ServerSentEvent) -> list[E]:
         """Feed one decoded server-sent event."""
@@ -241,7 +261,8 @@ class Pipeline(Generic[T, E]):
             if self._after is not None:
                 self._after(out)
         except MultitaskError as exc:
-            self._pending = exc  # raised now if nothing came before it, else on the next call
+            # Raised now if nothing came before it, else on the next call.
+            self._pending = self.decoder.redact(exc)
             if not out:
                 raise
         return out
@@ -289,7 +310,7 @@ class Pipeline(Generic[T, E]):
                 raise error
             self._after_close(out)
         except MultitaskError as exc:
-            self._pending = exc
+            self._pending = self.decoder.redact(exc)
         return out
 
     def raise_for_outcome(self) -> None:
@@ -309,12 +330,16 @@ class Pipeline(Generic[T, E]):
             step(value, out)
             self._after_feed(out)
         except MultitaskError as exc:
-            self._pending = exc  # raised now if nothing came before it, else on the next call
+            # Raised now if nothing came before it, else on the next call.
+            self._pending = self.decoder.redact(exc)
             if not out:
                 raise
         return out
 
     def _decode_bytes(self, data: bytes, out: list[E]) -> None:
+        if not data:
+            self._raise_held_back()
+            return
         for event in self.events.feed(data):
             self._decode(event, out)
 
@@ -374,9 +399,10 @@ class Extraction(Pipeline[T, T]):
         max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
         scalar_items: bool = True,
     ) -> None:
-        self._limits = (max_item_bytes, max_answer_bytes, scalar_items)
+        self._limits = (max_item_bytes, max_answer_bytes, max_depth, scalar_items)
         super().__init__(
             item_type,
             decoder,
@@ -386,10 +412,11 @@ class Extraction(Pipeline[T, T]):
         )
 
     def _new_parser(self, *, whole: bool) -> TaskParser:
-        max_item, max_answer, scalar = self._limits
+        max_item, max_answer, max_depth, scalar = self._limits
         return TaskParser(
             max_item_bytes=max_item,
             max_answer_bytes=max_answer,
+            max_depth=max_depth,
             scalar_items=scalar,
             whole=whole,
         )

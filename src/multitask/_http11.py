@@ -90,8 +90,11 @@ class ResponseReader:
     """Reads one response of one request; `receive` returns the events each read completed.
 
     `method` matters because a response to HEAD has no body. Informational (1xx) responses
-    other than 101 are skipped. Errors are `ProtocolError`s naming what was wrong.
-    After `END`, `reusable` says whether the connection may carry another request.
+    other than 101 are skipped. Errors are `ProtocolError`s naming what was wrong, raised
+    only after the events framed before them: a read whose bytes frame some body and then
+    break the framing returns that body and keeps the error in `error` (a reader should
+    stop there, not wait for more bytes), for the next call to raise. After `END`,
+    `reusable` says whether the connection may carry another request.
     """
 
     __slots__ = (
@@ -102,6 +105,7 @@ class ResponseReader:
         "_started",
         "_state",
         "_trailer_bytes",
+        "error",
         "head",
         "received",
         "reusable",
@@ -121,6 +125,8 @@ class ResponseReader:
         self.received = 0
         #: Whether the connection may be reused, once the response is complete.
         self.reusable = False
+        #: The framing error found after the events last returned, raised by the next call.
+        self.error: ProtocolError | None = None
 
     @property
     def started(self) -> bool:
@@ -133,24 +139,38 @@ class ResponseReader:
         return self._state == "done"
 
     def receive(self, data: bytes) -> list[Event]:
-        """Take the next bytes from the connection; return what they completed."""
+        """Take the next bytes from the connection; return what they completed.
+
+        A framing error is raised at once when these bytes framed nothing before it; else
+        what they framed is returned, and the error is kept in `error` for the next call.
+        """
+        if self.error is not None:
+            raise self.error
         out: list[Event] = []
         state = self._state
-        if state == "body":
-            if data:
-                self.received += len(data)
-                out.append(data)
-        elif state == "size" or state == "data" or state == "data_end" or state == "trailer":
-            self._chunks(data, out)
-        elif state == "head":
-            self._started = self._started or bool(data)
-            self._head(data, out)
-        elif state == "done" and data:
-            self.reusable = False  # bytes after the response: nothing to trust here
+        try:
+            if state == "body":
+                if data:
+                    self.received += len(data)
+                    out.append(data)
+            elif state == "size" or state == "data" or state == "data_end" or state == "trailer":
+                self._chunks(data, out)
+            elif state == "head":
+                self._started = self._started or bool(data)
+                self._head(data, out)
+            elif state == "done" and data:
+                self.reusable = False  # bytes after the response: nothing to trust here
+        except ProtocolError as exc:
+            self.error = exc
+            self.reusable = False
+            if not out:
+                raise
         return out
 
     def receive_eof(self) -> list[Event]:
         """The server closed the connection; return the final events or raise."""
+        if self.error is not None:
+            raise self.error
         state = self._state
         if state == "done":
             return []
@@ -194,15 +214,19 @@ class ResponseReader:
                 continue  # 100 Continue, 103 Early Hints: the real response follows
             break
         self._buffer = b""
+        self._frame(head)  # (before the head is handed out: a head it refuses is an error)
         self.head = head
         out.append(head)
-        self._frame(head)
         if self._state == "done":
             out.append(END)
             if buffer:
                 self.reusable = False  # bytes after a bodiless response
-        elif buffer:
-            out.extend(self.receive(buffer))
+        elif buffer:  # the body's first bytes came with the head
+            if self._state == "body":
+                self.received += len(buffer)
+                out.append(buffer)
+            else:
+                self._chunks(buffer, out)
 
     def _frame(self, head: Head) -> None:
         """Decide how the body is delimited (RFC 9112 section 6.3)."""
@@ -215,12 +239,16 @@ class ResponseReader:
             self._finish(keep_alive and head.status != 101)
             return
         if encodings:
+            # Only `chunked` is understood: any other transfer coding (gzip, a second
+            # chunked) would hand out bytes nobody decodes (RFC 9112 sections 6.1, 7).
             codings = [c.strip().lower() for c in b",".join(encodings).split(b",")]
-            if codings[-1] == b"chunked":
-                self._framing, self._state = "chunked", "size"
-                self.reusable = keep_alive and not lengths
-            else:
-                self._framing, self._state = "close", "body"
+            codings = [c for c in codings if c]
+            if codings != [b"chunked"]:
+                raise ProtocolError(
+                    f"unsupported Transfer-Encoding {b', '.join(encodings)!r} (only chunked)"
+                )
+            self._framing, self._state = "chunked", "size"
+            self.reusable = keep_alive and not lengths
             return
         if lengths:
             values = {v.strip() for v in b",".join(lengths).split(b",")}
@@ -355,14 +383,23 @@ def _parse_head(block: bytes) -> Head:
         if not line:
             continue
         if line[:1] in (b" ", b"\t"):
-            raise ProtocolError("obsolete folded header line in the response head")
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):
-            raise ProtocolError(f"malformed header line {line[:80]!r}")
-        value = value.strip(b" \t")
+            # An obsolete line folding: a user agent replaces it with a space and reads on
+            # (RFC 9112 section 5.2). Before any header line, it would start the headers
+            # with whitespace, which section 2.2 lets a recipient refuse.
+            if not headers:
+                raise ProtocolError("a folded header line before any header (whitespace)")
+            name, value = headers[-1]
+            value = value + b" " + line.strip(b" \t") if value else line.strip(b" \t")
+        else:
+            name, colon, value = line.partition(b":")
+            if not colon or not _TOKEN.fullmatch(name):
+                raise ProtocolError(f"malformed header line {line[:80]!r}")
+            name = name.lower()
+            value = value.strip(b" \t")
+            headers.append((name, value))
         if not _FIELD_VALUE.fullmatch(value):
             raise ProtocolError(f"control character in the value of header {name.decode()!r}")
-        headers.append((name.lower(), value))
+        headers[-1] = (name, value)
     return Head(int(status), reason or b"", headers, b"1." + minor)
 
 

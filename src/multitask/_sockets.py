@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ipaddress
 import math
 import select
 import ssl
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 import anyio
 import anyio.abc
@@ -160,21 +161,30 @@ class AsyncioSocket(asyncio.BufferedProtocol):
         cls, loop: asyncio.AbstractEventLoop, host: str, port: int, tls: ssl.SSLContext | None
     ) -> AsyncioSocket:
         """Connect (happy eyeballs over the host's addresses), TLS included when asked."""
-        _, protocol = await loop.create_connection(
-            lambda: cls(loop),
-            host,
-            port,
-            ssl=tls,
-            server_hostname=host if tls is not None else None,
-            happy_eyeballs_delay=0.25,
-        )
+        hostname = host if tls is not None else None
+        if isinstance(loop, asyncio.BaseEventLoop) and not _is_ip_literal(host):
+            # A name may have several addresses (IPv6 and IPv4): race them. asyncio's race
+            # leaves its tasks behind for a moment when cancelled, so only where it can help.
+            _, protocol = await loop.create_connection(
+                lambda: cls(loop),
+                host,
+                port,
+                ssl=tls,
+                server_hostname=hostname,
+                happy_eyeballs_delay=0.25,
+            )
+        else:  # one address, or a loop without asyncio's keyword (uvloop's): no race
+            _, protocol = await loop.create_connection(
+                lambda: cls(loop), host, port, ssl=tls, server_hostname=hostname
+            )
         return protocol
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport: asyncio's own, or one of a loop that does not subclass its
+        # classes (uvloop's), so no isinstance check.
+        self._transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._buffer
@@ -333,6 +343,14 @@ class AsyncioSocket(asyncio.BufferedProtocol):
 
     def dead(self) -> bool:
         return self._eof or bool(self._chunks) or self._transport is None
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 #: The context the read timers run in: `_expire` reads no context variables, and this spares

@@ -1,12 +1,15 @@
 """A sans-IO decoder for server-sent events, following the WHATWG event-stream rules.
 
 Feed it bytes as they come off the wire, in pieces of any size; it returns the events those
-bytes completed. It does no I/O and holds only the current unfinished line and event.
+bytes completed. It does no I/O and holds only the current unfinished line and event. An
+event over the size cap is an `EventTooLargeError`, raised after the events completed before
+it: by the feed that found it when it completed none, else by the next call (or `end()`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ._exceptions import EventTooLargeError
 
@@ -26,6 +29,8 @@ _CR, _LF = 13, 10
 # Event type names seen on the fast path, decoded once (bounded: the server picks them).
 _NAMES: dict[bytes, str] = {}
 _MAX_NAMES = 256
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +59,11 @@ class SSEDecoder:
         "_at_start",
         "_data",
         "_data_size",
+        "_error",
         "_event",
         "_head_name",
         "_head_size",
+        "_last_event_id",
         "_last_id",
         "_max_event_bytes",
         "_partial",
@@ -75,8 +82,10 @@ class SSEDecoder:
         self._data: list[str] | None = None  # the event's data lines; made at the first one
         self._data_size = 0
         self._event = ""
-        self._last_id = ""
+        self._last_id = ""  # the last event ID buffer: set by `id:`, until the block ends
+        self._last_event_id = ""  # the last event ID string: the buffer, at each blank line
         self._retry: int | None = None
+        self._error: EventTooLargeError | None = None  # raised by the next call
         #: Whether nothing is pending (no line, field, CR or byte order mark): the next byte
         #: starts a new event. (The fast path runs only then.)
         self.idle = False
@@ -90,22 +99,27 @@ class SSEDecoder:
 
     @property
     def last_event_id(self) -> str:
-        """The last event id the stream set, for reconnecting with `Last-Event-ID`."""
-        return self._last_id
+        """The last event id the stream set, for reconnecting with `Last-Event-ID`.
+
+        As WHATWG has it, an `id:` line takes effect when the blank line ending its block
+        comes (whether or not the block had data), not when the line is read."""
+        return self._last_event_id
 
     def feed(self, data: bytes) -> list[ServerSentEvent]:
         """Decode the next bytes of the stream; return the events they completed."""
+        if self._error is not None:
+            raise self._error
         if not self.idle:
             before, data = self._complete(data)
-            if not data:
-                return before
+            if not data or self._error is not None:
+                return self._checked(before)
             if not self.idle:
-                return before + self._lines(data)
+                return self._checked(before + self._lines(data))
         else:
             before = []
         split = self._split(data)
         if split is None:
-            return before + self._lines(data)
+            return self._checked(before + self._lines(data))
         frames, tail = split
         last_id, retry = self._last_id, self._retry
         events = [
@@ -122,6 +136,8 @@ class SSEDecoder:
         """Like `feed`, for readers that need neither `id` nor `retry`: each event as a
         `(type, data)` pair, whose data is left as the raw bytes of its data line when the
         event has the common shape (saving a decode when the reader parses bytes anyway)."""
+        if self._error is not None:
+            raise self._error
         if self.idle:
             # The commonest feed first: one whole event that starts as the last one did
             # (`data: ` or `event: X` + LF + `data: `), its data on one line, then the blank line.
@@ -142,13 +158,13 @@ class SSEDecoder:
         else:
             events, data = self._complete(data)
             before = [(e.event, e.data) for e in events]
-            if not data:
-                return before
+            if not data or self._error is not None:
+                return self._checked(before)
             if not self.idle:
-                return before + [(e.event, e.data) for e in self._lines(data)]
+                return self._checked(before + [(e.event, e.data) for e in self._lines(data)])
         split = self._split(data)
         if split is None:
-            return before + [(e.event, e.data) for e in self._lines(data)]
+            return self._checked(before + [(e.event, e.data) for e in self._lines(data)])
         frames, tail = split
         out: list[Frame] = [*before, *frames]
         if tail:
@@ -156,7 +172,11 @@ class SSEDecoder:
         return out
 
     def end(self) -> list[ServerSentEvent]:
-        """Say the stream ended. An event not followed by a blank line is discarded, per spec."""
+        """Say the stream ended. An event not followed by a blank line is discarded, per spec
+        (and so is an `id:` of its block). Raises the error held back by the last feed."""
+        if self._error is not None:
+            raise self._error
+        self._last_id = self._last_event_id
         self._partial = bytearray()
         self._data = None
         self._data_size = 0
@@ -239,15 +259,33 @@ class SSEDecoder:
     # -- the general path ----------------------------------------------------------------------
 
     def _lines(self, data: bytes) -> list[ServerSentEvent]:
-        """Read `data` line by line (any line ending, pieces of lines, a byte order mark)."""
+        """Read `data` line by line (any line ending, pieces of lines, a byte order mark).
+
+        Never raises: an event over the cap ends the reading, and its error is kept in
+        `_error` (the events before it are returned)."""
+        events: list[ServerSentEvent] = []
         try:
-            return self._read_lines(data)
+            self._read_lines(data, events)
+        except EventTooLargeError as exc:
+            self._error = exc
         finally:
             self.idle = not (
-                self._partial or self._data or self._event or self._skip_lf or self._at_start
+                self._partial
+                or self._data
+                or self._event
+                or self._skip_lf
+                or self._at_start
+                or self._last_id != self._last_event_id  # an id waiting for its blank line
             )
+        return events
 
-    def _read_lines(self, data: bytes) -> list[ServerSentEvent]:
+    def _checked(self, out: list[T]) -> list[T]:
+        """`out`, or the error found before anything in it (it stays raised)."""
+        if self._error is not None and not out:
+            raise self._error
+        return out
+
+    def _read_lines(self, data: bytes, events: list[ServerSentEvent]) -> None:
         if self._skip_lf and data:  # an empty feed must not forget the pending CR
             self._skip_lf = False
             if data[:1] == b"\n":
@@ -257,18 +295,18 @@ class SSEDecoder:
                 # The same line goes on: append (amortised), rather than copy the line per feed.
                 self._partial += data
                 self._check_line(len(self._partial))
-                return []
+                return
             data = bytes(self._partial) + data
             self._partial = bytearray()
         if self._at_start:
             if len(data) < 3 and _BOM.startswith(data):
                 self._partial = bytearray(data)  # could still be the start of a byte order mark
-                return []
+                return
             self._at_start = False
             if data.startswith(_BOM):
                 data = data[3:]
         if not data:
-            return []
+            return
         lines = data.splitlines(keepends=True)
         last = lines[-1]
         tail = last[-1:]
@@ -277,13 +315,12 @@ class SSEDecoder:
         elif tail != b"\n":
             lines.pop()
             self._partial = bytearray(last)
-            self._check_line(len(last))
-        events: list[ServerSentEvent] = []
         for line in lines:
             event = self._line(line.rstrip(b"\r\n"))
             if event is not None:
                 events.append(event)
-        return events
+        if self._partial:
+            self._check_line(len(self._partial))  # after the whole lines before it
 
     def _check_line(self, size: int) -> None:
         if size + self._data_size > self._max_event_bytes:
@@ -322,6 +359,7 @@ class SSEDecoder:
         return None
 
     def _dispatch(self) -> ServerSentEvent | None:
+        self._last_event_id = self._last_id
         lines = self._data
         if lines is None:
             self._event = ""

@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from typing import Any, Final, TypeVar
 
 import anyio
-import httpx
+import httpx2
 
 from ._http11 import END, Event, Head, ProtocolError, ResponseReader, render_request_head
 from ._sockets import Socket, connect
@@ -50,7 +50,7 @@ class _Connection:
         self.idle_since = 0.0
 
 
-class StreamingTransport(httpx.AsyncBaseTransport):
+class StreamingTransport(httpx2.AsyncBaseTransport):
     """An HTTP/1.1 transport for httpx, made for long streamed responses read in small pieces.
 
     `max_connections` bounds the open connections (a request waits for one, up to the pool
@@ -92,16 +92,16 @@ class StreamingTransport(httpx.AsyncBaseTransport):
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS settings of `https` connections (httpx's defaults unless one was given)."""
         if self._ssl_context is None:
-            self._ssl_context = httpx.create_ssl_context()
+            self._ssl_context = httpx2.create_ssl_context()
         return self._ssl_context
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """Send `request` and return its response, with the body still to be read."""
         if self._closed:
             raise RuntimeError("the transport is closed")
         url = request.url
         if url.scheme not in _DEFAULT_PORTS:
-            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+            raise httpx2.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
         origin: Origin = (url.scheme, url.host, url.port or _DEFAULT_PORTS[url.scheme])
         timeouts = request.extensions.get("timeout", {})
         body = await _request_body(request)
@@ -114,7 +114,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         try:
             head_bytes = render_request_head(request.method.encode(), url.raw_path, headers)
         except ValueError as exc:
-            raise httpx.LocalProtocolError(str(exc), request=request) from exc
+            raise httpx2.LocalProtocolError(str(exc), request=request) from exc
         message = head_bytes + body
         while True:
             connection = await self._acquire(origin, request, timeouts)
@@ -131,7 +131,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
             head = events[0]
             assert isinstance(head, Head)
             body_stream = ResponseBody(self, connection, reader, events[1:], request, timeouts)
-            return httpx.Response(
+            return httpx2.Response(
                 head.status,
                 headers=head.headers,
                 stream=body_stream,
@@ -169,7 +169,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
             await self._discard(connection)  # others may change the pool meanwhile: look again
 
     async def _connect(
-        self, origin: Origin, request: httpx.Request, timeouts: dict[str, float | None]
+        self, origin: Origin, request: httpx2.Request, timeouts: dict[str, float | None]
     ) -> _Connection:
         scheme, host, port = origin
         tls = self.ssl_context if scheme == "https" else None
@@ -177,18 +177,18 @@ class StreamingTransport(httpx.AsyncBaseTransport):
             with anyio.fail_after(timeouts.get("connect")):
                 socket = await connect(host, port, tls)
         except TimeoutError as exc:
-            raise httpx.ConnectTimeout(
+            raise httpx2.ConnectTimeout(
                 f"connecting to {host}:{port} timed out", request=request
             ) from exc
         except (OSError, anyio.BrokenResourceError) as exc:
-            raise httpx.ConnectError(
+            raise httpx2.ConnectError(
                 f"cannot connect to {host}:{port}: {exc}", request=request
             ) from exc
         _log.debug("connected to %s:%d%s", host, port, " with TLS" if tls else "")
         return _Connection(socket, origin)
 
     async def _acquire(
-        self, origin: Origin, request: httpx.Request, timeouts: dict[str, float | None]
+        self, origin: Origin, request: httpx2.Request, timeouts: dict[str, float | None]
     ) -> _Connection:
         """An idle connection to `origin`, or a new one once there is room for it."""
         pool_timeout = timeouts.get("pool")
@@ -207,7 +207,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
                         self._freed = anyio.Event()
                     await self._freed.wait()
         except TimeoutError as exc:
-            raise httpx.PoolTimeout(
+            raise httpx2.PoolTimeout(
                 f"no connection free among {self._max_connections} within {pool_timeout} s",
                 request=request,
             ) from exc
@@ -233,7 +233,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         connection: _Connection,
         message: bytes,
         reader: ResponseReader,
-        request: httpx.Request,
+        request: httpx2.Request,
         timeouts: dict[str, float | None],
     ) -> list[Event]:
         """Write the request; read until the response head is in. Return the head's events."""
@@ -242,17 +242,19 @@ class StreamingTransport(httpx.AsyncBaseTransport):
             with anyio.fail_after(timeouts.get("write")):
                 await socket.send(message)
         except TimeoutError as exc:
-            raise httpx.WriteTimeout("writing the request timed out", request=request) from exc
+            raise httpx2.WriteTimeout("writing the request timed out", request=request) from exc
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             if connection.reused:
                 raise _Stale from exc
-            raise httpx.WriteError(f"writing the request failed: {exc!r}", request=request) from exc
+            raise httpx2.WriteError(
+                f"writing the request failed: {exc!r}", request=request
+            ) from exc
         events: list[Event] = []
         read_timeout = timeouts.get("read")
         while reader.head is None:
             try:
                 events += await _read(connection, reader, request, read_timeout)
-            except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
+            except (httpx2.ReadError, httpx2.RemoteProtocolError) as exc:
                 if connection.reused and not reader.started:
                     raise _Stale from exc  # not a byte of the response: the server had closed
                 raise
@@ -282,10 +284,10 @@ class _Stale(Exception):
     """A kept-alive connection turned out closed before any of the response came."""
 
 
-class ResponseBody(httpx.AsyncByteStream):
+class ResponseBody(httpx2.AsyncByteStream):
     """A response body read straight off its connection; the connection is pooled at its end.
 
-    httpx iterates it as any body. `read_into` is the fast way in: it feeds the bytes to a
+    httpx2 iterates it as any body. `read_into` is the fast way in: it feeds the bytes to a
     parser in the socket's callback as they arrive and returns only once the parser made
     something, so a read that completes no item costs no task switch.
 
@@ -299,7 +301,7 @@ class ResponseBody(httpx.AsyncByteStream):
         connection: _Connection,
         reader: ResponseReader,
         events: list[Event],
-        request: httpx.Request,
+        request: httpx2.Request,
         timeouts: dict[str, float | None],
     ) -> None:
         self._transport = transport
@@ -314,23 +316,25 @@ class ResponseBody(httpx.AsyncByteStream):
         self._feed: Callable[[bytes], list[Any]] = _no_parser
         self._out: list[Any] = []
         self._error: Exception | None = None
+        self._made = False  # the last `read_into` returned something: `parse` may hold more
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         if self._iterating:
-            raise httpx.StreamConsumed()
+            raise httpx2.StreamConsumed()
         if self._connection is None and not self._ended:
-            raise httpx.StreamClosed()
+            raise httpx2.StreamClosed()
         self._iterating = True
-        return self
+        return _Chunks(self)
 
-    async def __anext__(self) -> bytes:
+    async def next_chunk(self) -> bytes:
+        """The next piece of the body (`StopAsyncIteration` at its end)."""
         pending = self._pending
         while not pending:
             if self._ended:
                 raise StopAsyncIteration
             connection = self._connection
             if connection is None:
-                raise httpx.StreamClosed()
+                raise httpx2.StreamClosed()
             events = await _read(connection, self._reader, self._request, self._read_timeout)
             if len(events) == 1 and type(events[0]) is bytes:  # the common case
                 return events[0]
@@ -346,13 +350,24 @@ class ResponseBody(httpx.AsyncByteStream):
     async def read_into(self, parse: Callable[[bytes], list[T]]) -> list[T]:
         """Feed the body to `parse` until it returns something, and return that; `[]` once
         the body has ended. What `parse` raises is raised here (after what it returned
-        before it); a broken connection or a timeout raise as httpx's errors."""
+        before it); a broken connection or a timeout raise as httpx's errors.
+
+        After a call that returned something, the next one first calls `parse(b"")`, which
+        must return `[]` or raise: a parser that held an error back to hand out what came
+        before it (as `Pipeline` does) raises it then, not once more bytes come."""
         self._feed = parse
         try:
+            if self._made:
+                self._made = False
+                if not self._pending and self._error is None:
+                    try:
+                        self._out = parse(b"")
+                    except Exception as exc:  # raised below, as `_drain` has them raised
+                        self._error = exc
             while not self._drain():
                 connection = self._connection
                 if connection is None:
-                    raise httpx.StreamClosed()
+                    raise httpx2.StreamClosed()
                 try:
                     await connection.socket.deliver(self._sink, self._read_timeout)
                 except anyio.EndOfStream:
@@ -367,11 +382,12 @@ class ResponseBody(httpx.AsyncByteStream):
         out = self._out
         if out:
             self._out = []
+            self._made = True
             return out
         error = self._error
         if error is not None:
             if isinstance(error, ProtocolError):
-                raise httpx.RemoteProtocolError(str(error), request=self._request) from error
+                raise httpx2.RemoteProtocolError(str(error), request=self._request) from error
             raise error
         await self._finish()
         return []
@@ -398,6 +414,8 @@ class ResponseBody(httpx.AsyncByteStream):
                 self._out = self._feed(event)
             except Exception as exc:  # the parser's own errors: raised in `read_into`
                 self._error = exc
+        if not pending and self._error is None:
+            self._error = self._reader.error  # broken framing after those bytes: no waiting
         return bool(self._out) or self._error is not None or self._ended
 
     async def _finish(self) -> None:
@@ -415,7 +433,22 @@ class ResponseBody(httpx.AsyncByteStream):
             await self._transport._discard(connection)
 
 
-def response_body(response: httpx.Response) -> ResponseBody | None:
+class _Chunks:
+    """The one iteration of a `ResponseBody` (httpx2 calls `__aiter__` on what it gets too)."""
+
+    __slots__ = ("_body",)
+
+    def __init__(self, body: ResponseBody) -> None:
+        self._body = body
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    def __anext__(self) -> Awaitable[bytes]:
+        return self._body.next_chunk()
+
+
+def response_body(response: httpx2.Response) -> ResponseBody | None:
     """The body of a response `StreamingTransport` made, or None for any other response."""
     body = response.extensions.get(_BODY)
     return body if isinstance(body, ResponseBody) else None
@@ -435,38 +468,42 @@ _READ_ERRORS: Final = (
 
 
 def _read_error(
-    exc: BaseException, request: httpx.Request, read_timeout: float | None
+    exc: BaseException, request: httpx2.Request, read_timeout: float | None
 ) -> Exception:
     """A failed read as httpx says it."""
     if isinstance(exc, TimeoutError):
-        return httpx.ReadTimeout(f"no data from the server for {read_timeout} s", request=request)
+        return httpx2.ReadTimeout(f"no data from the server for {read_timeout} s", request=request)
     if isinstance(exc, ProtocolError):
-        return httpx.RemoteProtocolError(str(exc), request=request)
-    return httpx.ReadError(f"the connection broke: {exc!r}", request=request)
+        return httpx2.RemoteProtocolError(str(exc), request=request)
+    return httpx2.ReadError(f"the connection broke: {exc!r}", request=request)
 
 
 async def _read(
     connection: _Connection,
     reader: ResponseReader,
-    request: httpx.Request,
+    request: httpx2.Request,
     read_timeout: float | None,
 ) -> list[Event]:
-    """One read off the connection, through its response reader; failures as httpx's."""
+    """One read off the connection, through its response reader; failures as httpx's.
+
+    A framing error found after the bytes handed out last is raised without reading."""
+    if reader.error is not None:
+        raise httpx2.RemoteProtocolError(str(reader.error), request=request) from reader.error
     try:
         return reader.receive(await connection.socket.receive(read_timeout))
     except anyio.EndOfStream:
         try:
             return reader.receive_eof()
         except ProtocolError as exc:
-            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+            raise httpx2.RemoteProtocolError(str(exc), request=request) from exc
     except _READ_ERRORS as exc:
         raise _read_error(exc, request, read_timeout) from exc
 
 
-async def _request_body(request: httpx.Request) -> bytes:
+async def _request_body(request: httpx2.Request) -> bytes:
     """The whole request body (multitask's requests are small JSON documents)."""
     stream = request.stream
-    if isinstance(stream, httpx.ByteStream):
+    if isinstance(stream, httpx2.ByteStream):
         return b"".join(stream)
-    assert isinstance(stream, httpx.AsyncByteStream)
+    assert isinstance(stream, httpx2.AsyncByteStream)
     return b"".join([part async for part in stream])

@@ -64,11 +64,16 @@ class AzureOpenAI(OpenAIChat):
         data = error.body if isinstance(error, ProviderError) else None
         details = data.get("error") if isinstance(data, dict) else None
         if isinstance(details, dict) and details.get("code") == "content_filter":
-            return ContentFilterError(
-                f"Azure's content filter refused the prompt (HTTP {status}): "
-                f"{details.get('message') or 'no message'}"
+            return self.redact(
+                ContentFilterError(
+                    f"Azure's content filter refused the prompt (HTTP {status}): "
+                    f"{details.get('message') or 'no message'}"
+                )
             )
         return error
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self._api_key, self._ad_token) if s)
 
     def check_credentials(self) -> None:
         if not self.base_url:

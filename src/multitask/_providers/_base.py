@@ -16,6 +16,7 @@ from .._exceptions import (
     RefusalError,
     StreamDecodeError,
 )
+from .._redact import Redactor
 from .._sse import ServerSentEvent
 
 __all__ = ["AnswerSource", "StreamDecoder", "Usage"]
@@ -77,7 +78,9 @@ class StreamDecoder:
 
     Subclasses implement `payload`, which takes one parsed event and returns the answer text it
     carries ('' for none), updating `finish_reason`, `usage` and `refusal` as they go by, and
-    raising `StreamError` for an error event.
+    raising `StreamError` for an error event. The errors it raises (and `outcome_error`
+    returns) go through `redactor`, set by the provider that made it, so that credentials a
+    server echoed in an event never reach a message.
     """
 
     #: How the response body is framed: server-sent events, or one JSON object per line.
@@ -114,6 +117,13 @@ class StreamDecoder:
         #: by parsing that string alone.
         self.template: tuple[bytes, bytes, int, int] | None = None
         self._learn = _TEMPLATE_BUDGET if _templates_apply(type(self)) else 0
+        #: Replaces the client's credentials in the errors made here (None: nothing to hide).
+        self.redactor: Redactor | None = None
+
+    def redact(self, exc: MultitaskError) -> MultitaskError:
+        """`exc` without the credentials (see `redactor`)."""
+        redactor = self.redactor
+        return exc if redactor is None else redactor.exception(exc)
 
     def event(self, event: ServerSentEvent) -> str:
         """Decode one server-sent event; return the answer text it carries."""
@@ -147,10 +157,14 @@ class StreamDecoder:
         try:
             obj = from_json(data)
         except ValueError:
-            return self._not_json(data if isinstance(data, str) else data.decode(), event)
+            try:
+                return self._not_json(data if isinstance(data, str) else data.decode(), event)
+            except MultitaskError as exc:
+                raise self.redact(exc) from None
         if type(obj) is not dict:
             text = data if isinstance(data, str) else data.decode()
-            raise StreamDecodeError(f"event data is not a JSON object: {text[:80]!r}")
+            error = StreamDecodeError(f"event data is not a JSON object: {text[:80]!r}")
+            raise self.redact(error)
         text = self.read(obj, event)
         if self._learn and text and isinstance(data, bytes):
             self._learn_template(data, obj, text)
@@ -220,10 +234,16 @@ class StreamDecoder:
             # is a number): from now on every event is read whole, and checked.
             self.template = None
             self._learn = 0
-            raise StreamDecodeError(
-                f"a {event!r} event of an unexpected shape ({type(exc).__name__}: {exc}): "
-                f"{str(dict(obj))[:120]}"
+            raise self.redact(
+                StreamDecodeError(
+                    f"a {event!r} event of an unexpected shape ({type(exc).__name__}: {exc}): "
+                    f"{str(dict(obj))[:120]}"
+                )
             ) from None
+        except MultitaskError as exc:  # an error event (`StreamError`), a blocked prompt...
+            if self.redactor is not None:
+                self.redact(exc)
+            raise
         return text
 
     def payload(self, obj: Mapping[str, Any], event: str = "message") -> str:
@@ -278,6 +298,10 @@ class StreamDecoder:
 
     def outcome_error(self, items_delivered: int) -> MultitaskError | None:
         """What went wrong with how the answer ended, judged by the finish reason and refusal."""
+        error = self._outcome_error(items_delivered)
+        return None if error is None else self.redact(error)
+
+    def _outcome_error(self, items_delivered: int) -> MultitaskError | None:
         reason = self.finish_reason
         if self.refusal or (reason is not None and reason in self.REFUSED):
             return RefusalError(

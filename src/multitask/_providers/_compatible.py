@@ -58,8 +58,12 @@ def register_openai_compatible(
 
 
 # Local servers need no key. llama.cpp and LM Studio constrain output with a JSON schema
-# reliably, while their tool calling depends on the model's chat template. Mistral forces a
-# tool with "any" and reports usage without being asked through `stream_options`.
+# reliably, while their tool calling depends on the model's chat template. They read
+# `tool_choice` only as a string ("none", "auto", "required"): llama-server ignores OpenAI's
+# object form (it logs a warning and uses "auto", so the tool call is not forced), and LM
+# Studio documents only the strings; with the one tool, "required" forces it. vLLM takes the
+# object form (named function calling). Mistral forces a tool with "any" and reports usage
+# without being asked through `stream_options`.
 _LOCAL: dict[str, Any] = {"key_required": False}
 _PRESETS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "vllm": (
@@ -70,12 +74,22 @@ _PRESETS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "llamacpp": (
         "http://localhost:8080/v1",
         "LLAMA_API_KEY",
-        {**_LOCAL, "base_url_env": "LLAMACPP_BASE_URL", "default_mode": "json_schema"},
+        {
+            **_LOCAL,
+            "base_url_env": "LLAMACPP_BASE_URL",
+            "default_mode": "json_schema",
+            "tool_choice": "required",
+        },
     ),
     "lmstudio": (
         "http://localhost:1234/v1",
         "LM_API_TOKEN",
-        {**_LOCAL, "base_url_env": "LMSTUDIO_BASE_URL", "default_mode": "json_schema"},
+        {
+            **_LOCAL,
+            "base_url_env": "LMSTUDIO_BASE_URL",
+            "default_mode": "json_schema",
+            "tool_choice": "required",
+        },
     ),
     "groq": ("https://api.groq.com/openai/v1", "GROQ_API_KEY", {}),
     "together": ("https://api.together.xyz/v1", "TOGETHER_API_KEY", {}),

@@ -6,11 +6,12 @@ import email.utils
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic_core import from_json
 
 from .._exceptions import APIStatusError, MultitaskError
+from .._redact import Redactor
 from ._base import AnswerSource, StreamDecoder
 from ._request import HTTPRequest, Mode, RequestSpec
 
@@ -23,13 +24,18 @@ __all__ = [
     "split_model",
 ]
 
+E = TypeVar("E", bound=BaseException)
+
 
 class Provider:
     """How to talk to one model API, with no I/O: build the request, read the stream's events,
     and turn an error response into an exception.
 
     Subclasses set the class attributes and implement `build_body`, `endpoint`, `auth_headers`
-    and `make_decoder`. The client only ever calls `request`, `decoder` and `error`.
+    and `make_decoder`. The client only ever calls `request`, `decoder`, `error` and `redact`.
+
+    What a server sends back may echo the credentials (`secrets()`): every exception a
+    provider makes, and its decoders make, has them replaced by `[redacted]`.
     """
 
     name: ClassVar[str] = ""
@@ -76,13 +82,32 @@ class Provider:
         return HTTPRequest("POST", self.endpoint(spec), headers, body)
 
     def decoder(self, mode: Mode) -> StreamDecoder:
-        """A fresh decoder for one response's stream."""
+        """A fresh decoder for one response's stream (its errors redacted, see `redact`)."""
         if mode == "parallel_tools":
-            return self.make_decoder("calls")
-        return self.make_decoder("content" if mode in ("json", "json_schema") else "tool")
+            decoder = self.make_decoder("calls")
+        else:
+            decoder = self.make_decoder("content" if mode in ("json", "json_schema") else "tool")
+        decoder.redactor = self.redactor
+        return decoder
+
+    def secrets(self) -> tuple[str, ...]:
+        """The credentials this provider sends (the key, a token), to keep out of messages."""
+        return (self._api_key,) if self._api_key else ()
+
+    @property
+    def redactor(self) -> Redactor | None:
+        """What replaces `secrets()` in messages, or None when there are none to hide."""
+        redactor = Redactor(self.secrets())
+        return redactor if redactor else None
+
+    def redact(self, exc: E) -> E:
+        """`exc` (with its causes and contexts) without the credentials, changed in place."""
+        redactor = self.redactor
+        return exc if redactor is None else redactor.exception(exc)
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> MultitaskError:
-        """The exception for an HTTP error response, with the provider's own message."""
+        """The exception for an HTTP error response, with the provider's own message (and
+        never the credentials, should the server have echoed them)."""
         message, error_type = _error_details(body)
         retry_after = parse_retry_after(headers)
         if retry_after is None:
@@ -98,12 +123,14 @@ class Provider:
             )
         if retry_after is not None:
             text += f" (retry after {retry_after:g}s)"
-        return APIStatusError(
-            text,
-            status_code=status,
-            error_type=error_type,
-            retry_after=retry_after,
-            body=_safe_json(body),
+        return self.redact(
+            APIStatusError(
+                text,
+                status_code=status,
+                error_type=error_type,
+                retry_after=retry_after,
+                body=_safe_json(body),
+            )
         )
 
     def check_credentials(self) -> None:

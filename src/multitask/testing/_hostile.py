@@ -5,7 +5,9 @@ This one does not speak any format: each request gets a `Reply`, a status line a
 (or a raw head) and a body of byte pieces, framed as chunks, by a content length or by closing
 the connection, paced, endless, or never sent at all. It is for testing what the client does
 with a server that is broken or malicious: HTML pages, gzip bombs, a drip of one byte a
-second, a connection that is accepted and never answered.
+second, a connection that is accepted and never answered, a response cut into pieces
+anywhere (inside its head or its chunk framing), bytes that break the framing after a valid
+start, and (a function of the request) whatever echoes the request back, API key included.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ class Reply:
     the last piece: `"end"` finishes the body properly and closes, `"close"` closes without
     finishing it (a chunked body then stops mid-stream), `"hang"` sends nothing more and keeps
     the connection open until the server stops. `silent` reads the request and never answers.
+    `tail` is sent as it is after the last piece (a bad chunk-size line, trailers, junk),
+    before what `then` says. `split`, when set, cuts everything sent (head, framing, body)
+    into writes of at most that many bytes, `split_delay` seconds apart, as a network may.
     """
 
     status: int = 200
@@ -59,6 +64,9 @@ class Reply:
     then: Literal["end", "close", "hang"] = "end"
     head: bytes | None = None
     silent: bool = False
+    tail: bytes = b""
+    split: int | None = None
+    split_delay: float = 0.0
 
 
 ReplySource: TypeAlias = Reply | Callable[[Request], Reply | Awaitable[Reply]]
@@ -114,9 +122,12 @@ class HostileServer(Listener):
         finally:
             self.open_connections -= 1
 
-    async def _send(self, stream: anyio.abc.ByteStream, reply: Reply) -> None:
+    async def _send(self, raw: anyio.abc.ByteStream, reply: Reply) -> None:
         if reply.silent:
             await anyio.sleep_forever()
+        stream: anyio.abc.ByteStream = (
+            raw if reply.split is None else _Split(raw, reply.split, reply.split_delay)
+        )
         pieces = reply.body
         if reply.framing == "length" and not isinstance(pieces, AsyncIterable):
             pieces = list(pieces)
@@ -128,6 +139,8 @@ class HostileServer(Listener):
         else:
             for piece in pieces:
                 await self._piece(stream, reply, piece, chunked)
+        if reply.tail:
+            await stream.send(reply.tail)
         if reply.then == "hang":
             await anyio.sleep_forever()
         if reply.then == "end" and chunked:
@@ -149,6 +162,32 @@ class HostileServer(Listener):
         if piece:
             await stream.send(encode_chunk(piece) if chunked else piece)
             self.bytes_sent += len(piece)
+
+
+class _Split(anyio.abc.ByteStream):
+    """A stream whose writes are cut into pieces of at most `size` bytes, `delay` apart."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, size: int, delay: float) -> None:
+        if size < 1:
+            raise ValueError(f"split must be at least 1 byte, not {size}")
+        self._stream = stream
+        self._size = size
+        self._delay = delay
+
+    async def send(self, item: bytes) -> None:
+        for start in range(0, len(item), self._size):
+            if self._delay:
+                await anyio.sleep(self._delay)
+            await self._stream.send(item[start : start + self._size])
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self._stream.receive(max_bytes)
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 def _head(reply: Reply, pieces: Body) -> bytes:

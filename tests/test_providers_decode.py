@@ -236,7 +236,44 @@ def decoder_for(name: str) -> StreamDecoder:
 
 def test_every_capture_is_covered(wire: Path) -> None:
     found = sorted(p.relative_to(wire).as_posix() for p in wire.rglob("*.sse"))
-    assert found == NAMES
+    assert found == sorted(NAMES + list(LLAMACPP))
+
+
+#: llama-server's own streams (a tiny model under grammar-constrained decoding): whole
+#: `{"tasks": [...]}` answers, with the usage chunk's `choices: []` and `timings`.
+LLAMACPP: dict[str, tuple[list[dict[str, Any]], str, tuple[int, int]]] = {
+    "llamacpp/chat_json_schema.sse": (
+        [{"name": "Ste", "age": 9}, {"name": "Ik", "age": 23775}],
+        "stop",
+        (245, 61),
+    ),
+    "llamacpp/chat_tools_required.sse": (
+        [
+            {"name": ",{", "age": 138},
+            {"name": "Ri", "age": 9},
+            {"name": "Lj", "age": 9},
+            {"name": "Dvgme", "age": 4},
+            {"name": "Pqxqiqnorum", "age": 5},
+            {"name": "Ozm", "age": 5},
+        ],
+        "tool_calls",
+        (1086, 195),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LLAMACPP))
+@pytest.mark.parametrize("piece", [1, 7, 97, 1 << 20])
+def test_llamacpp_captures_give_their_items(wire: Path, name: str, piece: int) -> None:
+    data = (wire / name).read_bytes()
+    items, error, _, finish, usage, *_ = extract(
+        name, [data[i : i + piece] for i in range(0, len(data), piece)]
+    )
+    expected_items, expected_finish, expected_usage = LLAMACPP[name]
+    assert error is type(None)
+    assert items == expected_items
+    assert finish == expected_finish
+    assert usage is not None and usage[:2] == expected_usage
 
 
 # -- the decoders, driven directly ---------------------------------------------------------------

@@ -90,6 +90,21 @@ class Faults:
         self.kinds = list(FAULTS)
         self.weights = list(FAULTS.values())
         self.history: dict[int, list[str]] = {}
+        self.requests: dict[int, list[RecordedRequest]] = {}
+
+    def seen_by_the_client(self) -> dict[int, list[str]]:
+        """Each document's faults, an answer the client had given up on before it came
+        marked "late": on two loaded cores the server may read a new connection's request
+        only after the client's read timeout, when the client has retried elsewhere; that
+        attempt was a stall to the client, and its fault is drawn out of order."""
+        seen: dict[int, list[str]] = {}
+        for doc, kinds in self.history.items():
+            requests = self.requests[doc]
+            seen[doc] = [
+                "late" if kind in ("ok", "truncate") and request.disconnected else kind
+                for kind, request in zip(kinds, requests, strict=True)
+            ]
+        return seen
 
     def __call__(self, request: RecordedRequest) -> Script:
         text = request.body["messages"][-1]["content"]
@@ -99,6 +114,7 @@ class Faults:
         items = items_for(doc)
         kind = self.random.choices(self.kinds, self.weights)[0]
         self.history.setdefault(doc, []).append(kind)
+        self.requests.setdefault(doc, []).append(request)
         cut = self.random.randrange(10, len(json.dumps({"tasks": items})))
         if kind == "429":
             return Script(status=429, retry_after=0.02)
@@ -123,7 +139,7 @@ async def _serve(conn: Connection, seed: int) -> None:
     async with ScriptedModelServer(faults) as server:
         conn.send(server.port)
         await anyio.to_thread.run_sync(conn.recv)
-        conn.send((faults.history, len(server.requests), server.disconnects))
+        conn.send((faults.seen_by_the_client(), len(server.requests), server.disconnects))
 
 
 @dataclass
@@ -432,7 +448,8 @@ async def test_ten_thousand_documents_under_faults(served: Served, anyio_backend
         r = main.ended[doc]
         expected = len(items_for(doc))
         delivered = main.delivered.get(doc, 0)
-        last = faults[-1]
+        answered = [kind for kind in faults if kind != "late"]
+        last = answered[-1] if answered else "late"  # a late one is out of order: see Faults
         assert len(faults) <= MAX_RETRIES + 1, (doc, faults)
         if last == "ok":  # every item exactly once, in order (checked as they came)
             assert r.error is None, (doc, faults, r.message)

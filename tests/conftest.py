@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import importlib.util
+from pathlib import Path
 from typing import Any
 
 import pytest

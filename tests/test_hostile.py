@@ -776,16 +776,16 @@ def chunked(*pieces: bytes) -> bytes:
 
 
 def broken_after_two_items(split: int | None, *, gzip: bool = False) -> Reply:
-    """Two complete items, chunked, then a chunk-size line that is not one; the connection
-    then stays open (a client that waited for more would wait for its read timeout)."""
+    """Two complete items, chunked, then a chunk-size line that is not one, all in one write
+    (or in `split`-byte writes); the connection then stays open (a client that waited for
+    more would wait for its read timeout)."""
     head, pieces = CHUNKED_HEAD, list(events(opening(USERS[:2])))
     if gzip:
         head = head.replace(b"\r\n\r\n", b"\r\ncontent-encoding: gzip\r\n\r\n")
         pieces = list(gzipped(pieces))[:-1]  # flushed after each piece; the trailer never comes
-    body = chunked(*pieces)
-    return Reply(
-        head=head, body=[body], framing="close", tail=BAD_CHUNK_SIZE, then="hang", split=split
-    )
+    wire = head + chunked(*pieces) + BAD_CHUNK_SIZE
+    delay = 0.01 if split is not None and split > 1 else 0.0
+    return Reply(head=wire, framing="close", then="hang", split=split, split_delay=delay)
 
 
 @pytest.mark.parametrize("gzip", [False, True], ids=["identity", "gzip"])
@@ -829,14 +829,18 @@ async def test_a_bad_chunk_size_before_any_item_is_retried() -> None:
     ],
     ids=["invalid-item", "malformed", "too-deep"],
 )
+@pytest.mark.parametrize("gzip", [False, True], ids=["identity", "gzip"])
 async def test_an_error_held_back_after_items_is_raised_without_waiting_for_more_bytes(
-    after: str, error: type[multitask.MultitaskError], says: str
+    after: str, error: type[multitask.MultitaskError], says: str, gzip: bool
 ) -> None:
     """The pipeline hands out the items before a bad spot and keeps the error for the next
-    call: the transport asks for it at once (a server that then stalls used to turn it into a
-    read timeout)."""
+    call: the transport (or, for a compressed body, the client's general reader) asks for it
+    at once (a server that then stalls used to turn it into a read timeout)."""
     body = [event(opening(USERS[:2]) + after)]
-    async with HostileServer(Reply(body=body, then="hang")) as server:
+    reply = Reply(body=body, then="hang")
+    if gzip:
+        reply = Reply(headers=GZIP_SSE, body=list(gzipped(body))[:-1], then="hang")
+    async with HostileServer(reply) as server:
         result = await extract(server, timeout=multitask_timeout(read=20))
     result.failed_with(error, says)
     assert result.items == EXPECTED[:2]
@@ -1022,3 +1026,28 @@ async def test_a_key_the_server_echoes_never_reaches_an_exception(
     assert KEY not in text, text
     assert "[redacted]" in text  # the echo was there, and was replaced
     assert KEY not in caplog.text
+
+
+# -- snapshots of a large item ------------------------------------------------------------------
+
+
+async def test_a_large_item_in_progress_stops_getting_snapshots_past_the_cap() -> None:
+    """Each `ItemUpdated` copies the item in progress (an 800 KB one took 12-69 ms): past
+    `max_snapshot_values` it gets none until its `ItemDone`."""
+
+    class Rows(BaseModel):
+        rows: list[int]
+
+    answer = '{"tasks":[{"rows":[' + ",".join(str(i) for i in range(400)) + "]}]}"
+    async with HostileServer(Reply(body=[*events(answer, 40), FINISH])) as server:
+        async with multitask.Client(
+            "openai:m", base_url=server.url + "/v1", api_key=KEY, max_retries=0
+        ) as client:
+            stream = client.extract_events(Rows, "text", min_interval=0, max_snapshot_values=100)
+            async with stream:
+                got = [e async for e in stream]
+    sizes = [len(e.partial["rows"]) for e in got if isinstance(e, multitask.ItemUpdated)]
+    assert sizes
+    assert max(sizes) < 100  # shown while it held at most 100 values, then not
+    done = [e.item for e in got if isinstance(e, multitask.ItemDone)]
+    assert done == [Rows(rows=list(range(400)))]

@@ -199,6 +199,12 @@ def test_a_status_line_without_a_reason() -> None:
     assert (head.status, head.reason) == (200, b"")
 
 
+def receive_then_more(reader: ResponseReader, message: bytes) -> None:
+    """`message`, then a call after it: the error comes from one or the other."""
+    reader.receive(message)
+    reader.receive(b"")
+
+
 @pytest.mark.parametrize(
     ("message", "says"),
     [
@@ -239,8 +245,7 @@ def test_a_status_line_without_a_reason() -> None:
 def test_malformed_responses_say_what_is_wrong(message: bytes, says: str) -> None:
     reader = ResponseReader()
     with pytest.raises(ProtocolError, match=says):  # raised by this call or the next
-        reader.receive(message)
-        reader.receive(b"")
+        receive_then_more(reader, message)
     with pytest.raises(ProtocolError, match=says):  # and by every call after it
         reader.receive_eof()
     assert not reader.reusable
@@ -275,11 +280,17 @@ def test_everything_framed_before_a_bad_chunk_size_is_returned_at_any_split(piec
         cuts = [0, *range(offset or pieces, len(BAD_CHUNK), pieces), len(BAD_CHUNK)]
         reader = ResponseReader()
         events: list[object] = []
-        with pytest.raises(ProtocolError, match="invalid chunk size"):
+
+        def receive_pieces(
+            reader: ResponseReader = reader, cuts: list[int] = cuts, events: list[object] = events
+        ) -> None:
             for start, end in itertools.pairwise(cuts):
-                events += reader.receive(BAD_CHUNK[start:end])
+                events.extend(reader.receive(BAD_CHUNK[start:end]))
                 if reader.error is not None:
                     reader.receive(b"")  # raised at once: nothing more is read
+
+        with pytest.raises(ProtocolError, match="invalid chunk size"):
+            receive_pieces()
         body = b"".join(e for e in events if isinstance(e, bytes))
         assert body == b"hello\nworld!\n"
         assert END not in events
@@ -289,7 +300,8 @@ def test_the_head_and_body_before_a_bad_chunk_size_come_out_of_one_read() -> Non
     reader = ResponseReader()
     events = reader.receive(BAD_CHUNK)
     assert [type(e) for e in events] == [Head, bytes, bytes]
-    assert reader.error is not None and reader.head is not None
+    assert reader.error is not None
+    assert reader.head is not None
 
 
 # -- obsolete line folding ---------------------------------------------------------------------

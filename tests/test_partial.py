@@ -680,3 +680,36 @@ async def test_events_for_other_providers_and_modes(model: str, v1: bool, mode: 
     assert sorted(e.index for e in events if isinstance(e, ItemStarted)) == list(range(5))
     assert any(isinstance(e, ItemUpdated) for e in events)
     assert isinstance(events[-1], Finished)
+
+
+# -- what a snapshot costs -------------------------------------------------------------------
+
+
+def test_an_item_past_the_snapshot_cap_gets_no_more_updates_until_it_is_done() -> None:
+    """A snapshot is a deep copy (12-69 ms for an 800 KB item): past `max_snapshot_values`
+    values, `update()` makes none; the item still comes whole, and the next one is shown."""
+    parser = PartialTaskParser(max_snapshot_values=100)
+    events = parser.feed('{"tasks": [{"rows": [')
+    for k in range(60):
+        events += parser.feed(f'{{"k": {k}}}, ')
+    updates = [e for e in events if isinstance(e, ItemUpdated)]
+    assert updates, "shown while small"
+    last = updates[-1].partial["rows"]
+    assert 40 <= len(last) <= 50  # 1 + 1 + 2 per row: the cap of 100 is passed at row 49
+    assert parser.snapshot()["rows"][-1] == {"k": 59}  # asked for, a snapshot is still made
+    done = parser.feed('{"k": 60}]}, {"name": "n')
+    assert isinstance(done[0], ItemDone)
+    assert len(done[0].item["rows"]) == 61
+    assert isinstance(done[-1], ItemUpdated)  # the next item is small again
+    assert done[-1].partial == {"name": "n"}
+
+
+def test_the_default_snapshot_cap_is_ten_thousand_values() -> None:
+    from multitask._partial import DEFAULT_MAX_SNAPSHOT_VALUES
+
+    assert DEFAULT_MAX_SNAPSHOT_VALUES == 10_000
+    parser = PartialTaskParser()
+    parser.feed('{"tasks": [[' + "1," * 9_998, update=False)
+    assert parser.update() is not None  # 9,999 values
+    parser.feed("1,1,", update=False)
+    assert parser.update() is None  # 10,001

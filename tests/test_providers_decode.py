@@ -273,7 +273,8 @@ def test_llamacpp_captures_give_their_items(wire: Path, name: str, piece: int) -
     assert error is type(None)
     assert items == expected_items
     assert finish == expected_finish
-    assert usage is not None and usage[:2] == expected_usage
+    assert usage is not None
+    assert usage[:2] == expected_usage
 
 
 # -- the decoders, driven directly ---------------------------------------------------------------

@@ -20,7 +20,7 @@ from multitask._schema import SchemaError, gemini_schema, strict_schema
 # -- models ----------------------------------------------------------------------------------
 
 
-class Color(str, enum.Enum):
+class Color(str, enum.Enum):  # noqa: UP042 (the form most code written before 3.11 has)
     RED = "red"
     GREEN = "green"
 

@@ -7,8 +7,8 @@ truncation (finish reason `length`: final, not retried), or none. The server rep
 document's faults, in order, at the end. The test checks:
 
 * each document ends exactly once; a finished one delivered all its items, each exactly once
-  and in order; a failed one says why (the error its last fault calls for) and delivered a
-  valid prefix of its items;
+  and in order; a failed one says why (an error its faults call for) and delivered a valid
+  prefix of its items; every request the client made reached the server once;
 * no socket leaks (the process's open file descriptors), no task outlives the run;
 * no memory growth between a warm-up batch and the end of the full run (RSS, and the number
   of objects the garbage collector tracks);
@@ -83,28 +83,19 @@ def items_for(doc: int) -> list[dict[str, Any]]:
 
 
 class Faults:
-    """The server's script: each request draws a fault; every document's draws are kept."""
+    """The server's script: each request draws a fault; every document's draws are kept.
+
+    The draws are kept in the order the server read the requests, which need not be the
+    order the client sent them: on two loaded cores the server may read a request after the
+    client's read timeout, when the client has already retried on another connection. So a
+    document's outcome is judged by which faults it drew, not by their order.
+    """
 
     def __init__(self, seed: int) -> None:
         self.random = random.Random(seed)
         self.kinds = list(FAULTS)
         self.weights = list(FAULTS.values())
         self.history: dict[int, list[str]] = {}
-        self.requests: dict[int, list[RecordedRequest]] = {}
-
-    def seen_by_the_client(self) -> dict[int, list[str]]:
-        """Each document's faults, an answer the client had given up on before it came
-        marked "late": on two loaded cores the server may read a new connection's request
-        only after the client's read timeout, when the client has retried elsewhere; that
-        attempt was a stall to the client, and its fault is drawn out of order."""
-        seen: dict[int, list[str]] = {}
-        for doc, kinds in self.history.items():
-            requests = self.requests[doc]
-            seen[doc] = [
-                "late" if kind in ("ok", "truncate") and request.disconnected else kind
-                for kind, request in zip(kinds, requests, strict=True)
-            ]
-        return seen
 
     def __call__(self, request: RecordedRequest) -> Script:
         text = request.body["messages"][-1]["content"]
@@ -114,7 +105,6 @@ class Faults:
         items = items_for(doc)
         kind = self.random.choices(self.kinds, self.weights)[0]
         self.history.setdefault(doc, []).append(kind)
-        self.requests.setdefault(doc, []).append(request)
         cut = self.random.randrange(10, len(json.dumps({"tasks": items})))
         if kind == "429":
             return Script(status=429, retry_after=0.02)
@@ -139,7 +129,7 @@ async def _serve(conn: Connection, seed: int) -> None:
     async with ScriptedModelServer(faults) as server:
         conn.send(server.port)
         await anyio.to_thread.run_sync(conn.recv)
-        conn.send((faults.seen_by_the_client(), len(server.requests), server.disconnects))
+        conn.send((faults.history, len(server.requests), server.disconnects))
 
 
 @dataclass
@@ -380,11 +370,13 @@ class Tally:
         self.items += 1
 
 
-async def run_batch(client: multitask.Client, docs: range, tally: Tally) -> None:
+async def run_batch(client: multitask.Client, docs: range, tally: Tally) -> int:
+    """Run the documents through `extract_many`; the number of requests it made."""
     texts = ((doc, f"Find the users in doc{doc}.") for doc in docs)
     async with client.extract_many(User, texts, max_concurrency=CONCURRENCY) as results:
         async for r in results:
             tally.take(r)
+    return results.progress.requests
 
 
 # -- the soak ------------------------------------------------------------------------------------
@@ -413,12 +405,12 @@ async def test_ten_thousand_documents_under_faults(served: Served, anyio_backend
                     max_retries=MAX_RETRIES,
                     timeout=timeout,
                 ) as client:
-                    await run_batch(client, range(DOCUMENTS, DOCUMENTS + WARM_UP), warm)
+                    sent = await run_batch(client, range(DOCUMENTS, DOCUMENTS + WARM_UP), warm)
                     gc.collect()
                     rss_warm = status_kib("VmRSS")
                     objects_warm = len(gc.get_objects())
                     main_started, cpu_started = time.perf_counter(), time.process_time()
-                    await run_batch(client, range(DOCUMENTS), main)
+                    sent += await run_batch(client, range(DOCUMENTS), main)
                     main_wall = time.perf_counter() - main_started
                     main_cpu = time.process_time() - cpu_started
                     gc.collect()
@@ -448,22 +440,22 @@ async def test_ten_thousand_documents_under_faults(served: Served, anyio_backend
         r = main.ended[doc]
         expected = len(items_for(doc))
         delivered = main.delivered.get(doc, 0)
-        answered = [kind for kind in faults if kind != "late"]
-        last = answered[-1] if answered else "late"  # a late one is out of order: see Faults
         assert len(faults) <= MAX_RETRIES + 1, (doc, faults)
-        if last == "ok":  # every item exactly once, in order (checked as they came)
-            assert r.error is None, (doc, faults, r.message)
+        if r.error is None:  # every item exactly once, in order (checked as they came)
+            assert "ok" in faults, (doc, faults)
             assert delivered == expected, (doc, faults)
             assert r.usage
-        elif last == "truncate":  # reported, not retried; what came before the cut stands
-            assert r.error is multitask.IncompleteOutputError, (doc, faults, r.message)
+        elif r.error is multitask.IncompleteOutputError:  # reported, not retried
+            assert "truncate" in faults, (doc, faults, r.message)
             assert "cut off (finish reason 'length')" in r.message, r.message
             assert delivered <= expected
-        else:  # the retries ran out
+        else:  # the retries ran out: each attempt drew a fault that is retried
             assert len(faults) == MAX_RETRIES + 1, (doc, faults, r.message)
-            assert r.error is not None, (doc, faults)
             assert issubclass(r.error, multitask.MultitaskError), (doc, faults, r.message)
+            assert set(faults) & {"429", "500", "drop", "stall"}, (doc, faults, r.message)
         outcomes["ok" if r.error is None else r.error.__name__] += 1
+    # Every request the client made reached the server, once.
+    assert requests == sent, (requests, sent)
     assert requests == sum(len(f) for f in history.values())
 
     print(

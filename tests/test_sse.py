@@ -15,6 +15,7 @@ from multitask import EventTooLargeError as PublicEventTooLargeError
 from multitask import ServerSentEvent as PublicServerSentEvent
 from multitask import SSEDecoder as PublicSSEDecoder
 from multitask._exceptions import EventTooLargeError, MultitaskError, StreamDecodeError
+from multitask._ndjson import NDJSONDecoder
 from multitask._sse import DEFAULT_MAX_EVENT_BYTES, ServerSentEvent, SSEDecoder
 
 Event = ServerSentEvent
@@ -119,6 +120,32 @@ def test_id_without_data_still_sets_last_event_id() -> None:
     assert decoder.feed(b"id: 42\n\n") == []
     assert decoder.last_event_id == "42"
     assert decoder.feed(b"data: x\n\n") == [Event("x", id="42")]
+
+
+def test_last_event_id_waits_for_the_blank_line_that_ends_its_block() -> None:
+    """WHATWG: `id:` sets the last event ID *buffer*; the event source's last event ID is
+    set from it when the block is dispatched (it moved as soon as the line was read)."""
+    decoder = SSEDecoder()
+    assert decoder.feed(b"id: 42\n") == []
+    assert decoder.last_event_id == ""
+    assert decoder.feed(b"data: x\n") == []
+    assert decoder.last_event_id == ""
+    assert decoder.feed(b"\n") == [Event("x", id="42")]
+    assert decoder.last_event_id == "42"
+    decoder.feed(b"id: 43\ndata: y")  # a block the stream never finishes
+    assert decoder.last_event_id == "42"
+    assert decoder.end() == []
+    assert decoder.last_event_id == "42"
+
+
+@pytest.mark.parametrize("cut", [1, 3, 5, 7, 8])
+def test_last_event_id_of_a_block_split_anywhere(cut: int) -> None:
+    stream = b"id: 7\n\ndata: a\n\n"
+    decoder = SSEDecoder()
+    decoder.feed(stream[:cut])
+    assert decoder.last_event_id == ("7" if cut >= 7 else "")
+    assert decoder.feed(stream[cut:]) == [Event("a", id="7")]
+    assert decoder.last_event_id == "7"
 
 
 def test_retry_field_digits() -> None:
@@ -479,6 +506,56 @@ def test_endless_comment_line_too_large() -> None:
     decoder = SSEDecoder(max_event_bytes=100)
     with pytest.raises(EventTooLargeError):
         decoder.feed(b": " + b"z" * 500)
+
+
+@pytest.mark.parametrize("how", ["feed", "frames"])
+@pytest.mark.parametrize(
+    "before",
+    [b"data: one\n\ndata: two\n\n", b"data: one\n\nevent: e\ndata: two\n\n", b"data: one\r\n\r\n"],
+    ids=["common", "named", "crlf"],
+)
+def test_events_completed_before_an_oversized_event_come_first(how: str, before: bytes) -> None:
+    """An event over the cap raised at once, losing the events completed before it by the
+    same feed: they come out, and the error is raised by the next call (and `end()`)."""
+    for after in (b"data: " + b"x" * 200 + b"\n\n", b"data: " + b"x" * 200, b"x" * 200):
+        for warm in (b"", b"data: 0\n\n", b"data: pending\n"):
+            decoder = SSEDecoder(max_event_bytes=100)
+            read = decoder.feed if how == "feed" else decoder.frames
+            first = read(warm)
+            got = read(before + after)
+            datas = [e.data if isinstance(e, ServerSentEvent) else e[1] for e in first + got]
+            datas = [d.decode() if isinstance(d, bytes) else d for d in datas]
+            expected = ["one", "two"] if b"two" in before else ["one"]
+            # (a pending `data: pending` line joins the first event)
+            assert [d.rsplit("\n", 1)[-1] for d in datas][-len(expected) :] == expected
+            with pytest.raises(EventTooLargeError):
+                read(b"data: later\n\n")
+            with pytest.raises(EventTooLargeError):
+                decoder.end()
+
+
+def test_an_oversized_event_alone_is_raised_at_once_and_stays_raised() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    with pytest.raises(EventTooLargeError):
+        decoder.feed(b"data: " + b"x" * 200)
+    with pytest.raises(EventTooLargeError):
+        decoder.feed(b"\n\ndata: fine\n\n")
+
+
+def test_ndjson_lines_before_an_oversized_line_come_first() -> None:
+    decoder = NDJSONDecoder(max_event_bytes=20)
+    assert [e.data for e in decoder.feed(b'{"a":1}\n{"b":2}\n' + b"x" * 50)] == [
+        '{"a":1}',
+        '{"b":2}',
+    ]
+    with pytest.raises(EventTooLargeError):
+        decoder.feed(b"\n")
+    with pytest.raises(EventTooLargeError):
+        decoder.end()
+    decoder = NDJSONDecoder(max_event_bytes=20)
+    assert [e.data for e in decoder.feed(b'{"a":1}\n' + b"y" * 50 + b'\n{"c":3}\n')] == ['{"a":1}']
+    with pytest.raises(EventTooLargeError):
+        decoder.end()
 
 
 def test_default_limit_allows_large_event() -> None:

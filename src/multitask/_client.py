@@ -618,7 +618,7 @@ class _BodyItems(Generic[E]):
     """What a parser makes of a response body read through httpx (any transport, any
     content-encoding): the general counterpart of `ResponseBody.read_into`."""
 
-    __slots__ = ("_chunks", "_deadline", "_inflate", "_parse", "_pieces", "_step")
+    __slots__ = ("_chunks", "_deadline", "_inflate", "_made", "_parse", "_pieces", "_step")
 
     def __init__(
         self,
@@ -633,6 +633,7 @@ class _BodyItems(Generic[E]):
         self._deadline = deadline
         self._pieces: Iterator[bytes] = iter(())
         self._step = 0
+        self._made = False  # the last read returned items: the parser may hold an error
 
     async def read(self) -> list[E]:
         """The next thing the parser makes; `[]` once the body has ended."""
@@ -645,7 +646,11 @@ class _BodyItems(Generic[E]):
                         raise TimeoutError
                 out = self._parse(piece)
                 if out:
+                    self._made = True
                     return out
+            if self._made:  # an error held back after those items: raised now, not later
+                self._made = False
+                self._parse(b"")
             try:
                 chunk = await self._chunks.__anext__()
             except StopAsyncIteration:

@@ -6,8 +6,10 @@ itself. Whatever multitask builds from those bytes (an exception's message, its 
 causes and their messages) goes through a `Redactor` holding the secrets the provider sends,
 which replaces each with `[redacted]`.
 
-A secret shorter than `MIN_SECRET` characters is not looked for: replacing a word like `test`
-in every message would garble them, and a key that short guards nothing.
+A secret is found whole or in part: any run of `MIN_SECRET` characters or more of it is
+replaced (a parser's excerpt of the text around an error may cut the key at either end). A
+secret shorter than that is not looked for: replacing a word like `test` in every message
+would garble them, and a key that short guards nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ __all__ = ["MIN_SECRET", "REDACTED", "Redactor"]
 
 #: What a secret is replaced with.
 REDACTED: Final = "[redacted]"
-#: The shortest secret looked for.
+#: The shortest secret looked for, and the shortest part of one that is replaced.
 MIN_SECRET: Final = 8
 # How deep a body is walked (error bodies come from JSON parsers with limits far below this).
 _MAX_DEPTH: Final = 200
@@ -30,26 +32,29 @@ E = TypeVar("E", bound=BaseException)
 class Redactor:
     """Replaces given secrets in text, JSON-like values and exceptions (with their causes)."""
 
-    __slots__ = ("_raw", "_secrets")
+    __slots__ = ("_count", "_grams", "_raw_grams")
 
     def __init__(self, secrets: Iterable[str | None]) -> None:
-        found = {s for s in secrets if s and len(s) >= MIN_SECRET}
-        # Longest first: a secret that contains another is replaced whole.
-        self._secrets = tuple(sorted(found, key=len, reverse=True))
-        self._raw = tuple(s.encode("utf-8", "replace") for s in self._secrets)
+        found = sorted({s for s in secrets if s and len(s) >= MIN_SECRET})
+        self._count = len(found)
+        # Every run of MIN_SECRET characters of every secret: text covered by them is a part
+        # of a secret at least that long (and a whole secret is covered by its runs).
+        grams = {s[i : i + MIN_SECRET] for s in found for i in range(len(s) - MIN_SECRET + 1)}
+        self._grams = tuple(sorted(grams))
+        self._raw_grams = tuple(g.encode("utf-8", "replace") for g in self._grams)
 
     def __bool__(self) -> bool:
-        return bool(self._secrets)
+        return bool(self._count)
 
     def __repr__(self) -> str:
-        return f"<Redactor of {len(self._secrets)} secret(s)>"
+        return f"<Redactor of {self._count} secret(s)>"
 
     def text(self, text: str) -> str:
-        """`text` with every secret replaced."""
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        """`text` with every secret, and every part of one of `MIN_SECRET` characters or
+        more, replaced."""
+        if not any(gram in text for gram in self._grams):
+            return text
+        return _replaced(text, self._grams, REDACTED)
 
     def value(self, value: Any) -> Any:
         """A string, bytes or JSON-like value (dicts, lists, tuples) without the secrets: the
@@ -57,10 +62,9 @@ class Redactor:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, bytes | bytearray):
-            for secret in self._raw:
-                if secret in value:
-                    value = value.replace(secret, REDACTED.encode())
-            return value
+            if not any(gram in value for gram in self._raw_grams):
+                return value
+            return _replaced(bytes(value), self._raw_grams, REDACTED.encode())
         if not isinstance(value, dict | list | tuple) or not self._found_in(value):
             return value
         return self._copied(value, 0)
@@ -72,10 +76,10 @@ class Redactor:
         while todo:
             current = todo.pop()
             if isinstance(current, str):
-                if any(secret in current for secret in self._secrets):
+                if any(gram in current for gram in self._grams):
                     return True
             elif isinstance(current, bytes | bytearray):
-                if any(secret in current for secret in self._raw):
+                if any(gram in current for gram in self._raw_grams):
                     return True
             elif isinstance(current, dict):
                 todo += current.keys()
@@ -99,7 +103,7 @@ class Redactor:
         """Redact `exc` in place, and every exception in its chain of causes and contexts:
         their messages (`args`, notes) and, for multitask's own, their attributes (`body`,
         `refusal`, `raw`...). Returns `exc`."""
-        if not self._secrets:
+        if not self._count:
             return exc
         seen: set[int] = set()
         todo: list[BaseException | None] = [exc]
@@ -123,3 +127,28 @@ class Redactor:
                 pass  # an exception type that does not let its fields be set: leave it
             todo += [current.__cause__, current.__context__]
         return exc
+
+
+S = TypeVar("S", str, bytes)
+
+
+def _replaced(text: S, grams: tuple[S, ...], mark: S) -> S:
+    """`text` with every stretch covered by occurrences of `grams` replaced by `mark`."""
+    covered = bytearray(len(text))
+    for gram in grams:
+        at = text.find(gram)
+        while at >= 0:
+            covered[at : at + len(gram)] = b"\x01" * len(gram)
+            at = text.find(gram, at + 1)
+    parts: list[S] = []
+    pos, size = 0, len(text)
+    while pos < size:
+        start = covered.find(1, pos)
+        if start < 0:
+            parts.append(text[pos:])
+            break
+        end = covered.find(0, start)
+        end = size if end < 0 else end
+        parts += (text[pos:start], mark)
+        pos = end
+    return text[:0].join(parts)

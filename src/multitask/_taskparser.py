@@ -401,7 +401,7 @@ class TaskParser:
     def _defer(self, error: MultitaskError, items: list[Any]) -> None:
         """Raise `error` now if no item came before it, else keep it for the next call."""
         if not items:
-            raise error
+            raise error from None  # (yajl's own exception says nothing more)
         self._error = error
 
     # -- building items from the C parser's events ---------------------------------------------
@@ -412,7 +412,8 @@ class TaskParser:
         if not raw:
             return
         stack = self._stack
-        assert raw is not None and stack is not None
+        assert raw is not None
+        assert stack is not None
         key = self._key
         try:
             for event, value in raw:
@@ -421,7 +422,7 @@ class TaskParser:
                         key = value
                         continue
                     top = stack[-1]
-                    if event == _START_MAP or event == _START_ARRAY:
+                    if event in (_START_MAP, _START_ARRAY):
                         child: Any = {} if event == _START_MAP else []
                         if type(top) is dict:
                             top[key] = child
@@ -430,7 +431,7 @@ class TaskParser:
                         stack.append(child)
                         if len(stack) > self._item_limit:
                             self._too_deep(len(items))
-                    elif event == _END_MAP or event == _END_ARRAY:
+                    elif event in (_END_MAP, _END_ARRAY):
                         stack.pop()
                         if not stack:
                             items.append(top)
@@ -439,7 +440,7 @@ class TaskParser:
                     else:
                         top.append(value)
                 elif self._in_items and self._depth == self._items_depth:
-                    if event == _START_MAP or event == _START_ARRAY:
+                    if event in (_START_MAP, _START_ARRAY):
                         stack.append({} if event == _START_MAP else [])
                         if self._item_limit < 1:
                             self._too_deep(len(items))
@@ -460,7 +461,7 @@ class TaskParser:
         if event == _MAP_KEY:
             if depth == 1:
                 self._root_key = value
-        elif event == _START_ARRAY or event == _START_MAP:
+        elif event in (_START_ARRAY, _START_MAP):
             if event == _START_ARRAY and (
                 (depth == 0 and self.bare_array)
                 or (depth == 1 and not self.bare_array and self._root_key == "tasks")
@@ -470,7 +471,7 @@ class TaskParser:
             self._depth = depth + 1
             if depth + 1 > self._max_depth:
                 self._too_deep(completed)
-        elif event == _END_MAP or event == _END_ARRAY:
+        elif event in (_END_MAP, _END_ARRAY):
             self._depth = depth - 1
 
     def _too_deep(self, completed: int) -> None:
@@ -499,5 +500,3 @@ def item_size(item: Any, text_size: int) -> int:
 def _yajl_message(message: str) -> str:
     """yajl's error, with its caret picture folded onto one line."""
     return " | ".join(line.strip() for line in message.splitlines() if line.strip())
-
-

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -115,6 +116,38 @@ async def test_a_read_times_out_and_loses_nothing(
         await sock.receive(0.05)
     go.set()
     assert await read_all(sock) == b"second"
+
+
+async def test_a_read_whose_bytes_came_while_the_loop_was_held_up_does_not_time_out() -> None:
+    """The loop is held up past a read's deadline, in another connection's read callback (a
+    long collection in a validator, say), while the read's bytes arrive: the read gets them.
+    uvloop runs its timers before it polls, so without a poll between the deadline and the
+    verdict it timed the read out."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        busy = await connect("127.0.0.1", port, None)
+        busy_peer, _ = listener.accept()
+        waiting = await connect("127.0.0.1", port, None)
+        waiting_peer, _ = listener.accept()
+        with busy_peer, waiting_peer:
+
+            def held_up(data: bytes) -> bool:
+                waiting_peer.sendall(b"hello")
+                time.sleep(0.5)  # the loop blocked: the other read's 0.2 s deadline passes
+                return True
+
+            async def send_soon() -> None:
+                await anyio.sleep(0.05)
+                busy_peer.sendall(b"go")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(busy.deliver, held_up, 5.0)
+                tg.start_soon(send_soon)
+                assert await waiting.receive(0.2) == b"hello"
+            with pytest.raises(TimeoutError):  # and a read with nothing coming still ends
+                await waiting.receive(0.05)
+            await busy.aclose()
+            await waiting.aclose()
 
 
 async def test_a_cancelled_read_loses_nothing(

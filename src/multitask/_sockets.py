@@ -155,6 +155,7 @@ class AsyncioSocket(asyncio.BufferedProtocol):
         self._deadline = math.inf
         self._max_wait: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._overdue = False  # the deadline passed; one more poll before the verdict
 
     @classmethod
     async def connect(
@@ -196,6 +197,7 @@ class AsyncioSocket(asyncio.BufferedProtocol):
             max_wait = self._max_wait
             if max_wait is not None:
                 self._deadline = self._loop.time() + max_wait
+                self._overdue = False
             # In the waiting task's context variables, not those of the task that opened
             # the connection (the socket's callbacks run in that one): the sink may run
             # user code (validators) that reads them.
@@ -244,6 +246,7 @@ class AsyncioSocket(asyncio.BufferedProtocol):
     def _wait_at_most(self, max_wait: float | None) -> None:
         """Set the waiting read's deadline; arm the timer if it would fire too late."""
         self._max_wait = max_wait
+        self._overdue = False
         if max_wait is None:
             self._deadline = math.inf
             return
@@ -259,10 +262,18 @@ class AsyncioSocket(asyncio.BufferedProtocol):
         reader = self._reader
         if reader is None or reader.done() or self._deadline == math.inf:
             return  # no read waits with a deadline: the next one sets the timer again
-        if self._loop.time() >= self._deadline:
-            reader.set_exception(TimeoutError())
-        else:
+        now = self._loop.time()
+        if now < self._deadline:
             self._timer = self._loop.call_at(self._deadline, self._expire, context=_NO_CONTEXT)
+        elif not self._overdue:
+            # Past the deadline, but the loop may have been held up (a long collection, a
+            # starved process) while the bytes came: a loop that runs its timers before it
+            # polls (uvloop, as libuv orders a turn) would time out a read whose data is
+            # already here. One poll first, then the verdict.
+            self._overdue = True
+            self._timer = self._loop.call_at(now + _GRACE, self._expire, context=_NO_CONTEXT)
+        else:
+            reader.set_exception(TimeoutError())
 
     def _stop_timer(self) -> None:
         timer, self._timer = self._timer, None
@@ -352,6 +363,10 @@ def _is_ip_literal(host: str) -> bool:
         return False
     return True
 
+
+#: How long past its deadline a read waits for the poll that may bring its bytes (uvloop's
+#: timers count whole milliseconds).
+_GRACE = 0.001
 
 #: The context the read timers run in: `_expire` reads no context variables, and this spares
 #: a copy of the caller's context per timer.

@@ -449,10 +449,15 @@ async def test_ten_thousand_documents_under_faults(served: Served, anyio_backend
             assert "truncate" in faults, (doc, faults, r.message)
             assert "cut off (finish reason 'length')" in r.message, r.message
             assert delivered <= expected
-        else:  # the retries ran out: each attempt drew a fault that is retried
+        else:  # the retries ran out, the last on an error that is retried
+            # (An answer drawn "ok" can end in a read timeout too: on two loaded cores the
+            # server's process may not write for the 2 s the client waits.)
             assert len(faults) == MAX_RETRIES + 1, (doc, faults, r.message)
-            assert issubclass(r.error, multitask.MultitaskError), (doc, faults, r.message)
-            assert set(faults) & {"429", "500", "drop", "stall"}, (doc, faults, r.message)
+            assert issubclass(r.error, multitask.APIConnectionError | multitask.APIStatusError), (
+                doc,
+                faults,
+                r.message,
+            )
         outcomes["ok" if r.error is None else r.error.__name__] += 1
     # Every request the client made reached the server, once.
     assert requests == sent, (requests, sent)

@@ -288,25 +288,32 @@ def end_to_end(quick: bool, tokens_per_second: float, notes: list[str]) -> list[
     field_contenders = [
         c for c in contenders if c in ("multitask", "asyncio-protocol", "instructor")
     ]
+    # On uvloop (what uvicorn runs when it is installed): multitask, instructor and the floor.
+    if available("uvloop"):
+        on_uvloop = [c for c in contenders if c in ("multitask", "asyncio-protocol", "instructor")]
+    else:
+        on_uvloop = []
+        _note(notes, "uvloop not importable: the uvloop rows skipped")
     configs = [
-        # kind, items per stream, string size, concurrent streams, rounds, clients
-        ("small", small_items, 0, 1, 2, contenders),
-        ("small", small_items, 0, 200, 1, contenders),
-        ("long", 1, long_size, 1, 1, contenders),
-        ("long", 1, long_size, 200, 1, contenders),
-        ("long", 1, field_size, 1, 1, field_contenders),
+        # kind, items per stream, string size, concurrent streams, rounds, clients, on uvloop
+        ("small", small_items, 0, 1, 2, contenders, on_uvloop),
+        ("small", small_items, 0, 200, 1, contenders, on_uvloop),
+        ("long", 1, long_size, 1, 1, contenders, on_uvloop),
+        ("long", 1, long_size, 200, 1, contenders, on_uvloop),
+        ("long", 1, field_size, 1, 1, field_contenders, []),
     ]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="multitask-bench-") as tmp:
         server = _Server(Path(tmp) / "sent.jsonl", tokens_per_second)
         try:
-            for kind, items, size, streams, rounds, clients in configs:
+            for kind, items, size, streams, rounds, clients, uvloop_clients in configs:
                 # One client process at a time, even for a single stream: processes run side
                 # by side evict each other's caches between events, which raised every
                 # figure 3-5x, unevenly (multitask's from the floor's to 1.5x it).
-                for contender in clients:
+                runs = [(c, "asyncio") for c in clients] + [(c, "uvloop") for c in uvloop_clients]
+                for contender, loop in runs:
                     job = (f"r{len(rows)}", contender, kind, items, size, streams, rounds)
-                    row = _e2e_run(server, Path(tmp), *job)
+                    row = _e2e_run(server, Path(tmp), *job, loop=loop)
                     row["tokens_per_second"] = tokens_per_second
                     rows.append(row)
                     _print_e2e_row(row)
@@ -319,11 +326,18 @@ def end_to_end(quick: bool, tokens_per_second: float, notes: list[str]) -> list[
     return rows
 
 
-def _same_workload(rows: list[Row], contender: str, row: Row) -> Row | None:
-    """`contender`'s end-to-end row for `row`'s workload and number of streams, if it ran."""
-    key = (row["workload"], row["streams"])
+def _same_workload(
+    rows: list[Row], contender: str, row: Row, loop: str | None = None
+) -> Row | None:
+    """`contender`'s end-to-end row for `row`'s workload and number of streams, on `row`'s
+    event loop (or on `loop`), if it ran."""
+    key = (row["workload"], row["streams"], loop or row["loop"])
     return next(
-        (r for r in rows if r["contender"] == contender and (r["workload"], r["streams"]) == key),
+        (
+            r
+            for r in rows
+            if r["contender"] == contender and (r["workload"], r["streams"], r["loop"]) == key
+        ),
         None,
     )
 
@@ -338,11 +352,14 @@ def _e2e_run(
     size: int,
     streams: int,
     rounds: int,
+    *,
+    loop: str = "asyncio",
 ) -> Row:
-    """Run one client process against the server, alone, and read back what it measured."""
+    """Run one client process against the server, alone, on `loop` (asyncio or uvloop), and
+    read back what it measured."""
     server_cpu = _proc_cpu(server.proc.pid)
     command = [sys.executable, str(HERE / "_e2e_client.py"), contender, server.url]
-    command += ["--kind", kind, "--items", str(items), "--size", str(size)]
+    command += ["--loop", loop, "--kind", kind, "--items", str(items), "--size", str(size)]
     command += ["--streams", str(streams), "--rounds", str(rounds), "--run", run]
     command += ["--out", str(tmp / f"{run}.json")]
     proc = subprocess.Popen(command)
@@ -357,6 +374,7 @@ def _e2e_run(
     used = after - server_cpu if after is not None and server_cpu is not None else None
     return {
         "contender": contender,
+        "loop": loop,
         "kind": kind,
         "workload": f"{items} items of ~60 B"
         if kind == "small"
@@ -380,6 +398,7 @@ def _e2e_run(
 def _print_e2e_row(row: Row) -> None:
     print(
         f"  {row['workload']:<24} x{row['streams']:<4} {row['contender']:<12} "
+        f"{row['loop']:<7} "
         f"{_fmt(row['cpu_per_1000_events'], 3)} CPU s/1000 events, item delay p50 "
         f"{_fmt(row['delay_p50_ms'], 2)} ms p99 {_fmt(row['delay_p99_ms'], 2)} ms, "
         + (
@@ -399,6 +418,7 @@ def e2e_table(rows: list[Row]) -> str:
         "workload (per stream)",
         "concurrent streams",
         "client",
+        "event loop",
         "SSE events",
         "client CPU s / 1000 events",
         "÷ multitask",
@@ -412,6 +432,7 @@ def e2e_table(rows: list[Row]) -> str:
             r["workload"],
             str(r["streams"]),
             r["contender"],
+            r["loop"],
             f"{r['events']:,}",
             _fmt(r["cpu_per_1000_events"], 3),
             _fmt(r["cpu_x_multitask"], 2),
@@ -422,6 +443,40 @@ def e2e_table(rows: list[Row]) -> str:
         ]
         for r in rows
     ]
+    return _table(header, body, right_from=4)
+
+
+def uvloop_table(rows: list[Row]) -> str:
+    """What uvloop buys: each client's CPU per event and item delay on uvloop beside asyncio."""
+    header = [
+        "workload (per stream)",
+        "concurrent streams",
+        "client",
+        "CPU s / 1000 events, asyncio",
+        "uvloop",
+        "uvloop ÷ asyncio",
+        "item delay p99 ms, asyncio",
+        "uvloop",
+    ]
+    body = []
+    for r in rows:
+        if r["loop"] != "uvloop":
+            continue
+        a = _same_workload(rows, r["contender"], r, loop="asyncio")
+        if a is None:
+            continue
+        body.append(
+            [
+                r["workload"],
+                str(r["streams"]),
+                r["contender"],
+                _fmt(a["cpu_per_1000_events"], 3),
+                _fmt(r["cpu_per_1000_events"], 3),
+                _fmt(_ratio(r["cpu_per_1000_events"], a["cpu_per_1000_events"]), 2),
+                _fmt(a["delay_p99_ms"], 2),
+                _fmt(r["delay_p99_ms"], 2),
+            ]
+        )
     return _table(header, body, right_from=3)
 
 
@@ -516,6 +571,8 @@ def targets(parser: list[Row], e2e: list[Row], mem: list[Row]) -> list[Row]:
             ):
                 add(f"parser {where}: {what} ÷ multitask ≥ {goal:g}", r[column], goal, True)
     for r in e2e:
+        if r["loop"] != "asyncio":  # the targets are set on asyncio; uvloop's are in table 2b
+            continue
         where = f"e2e {r['workload']} x{r['streams']}"
         if r["contender"] == "instructor":
             goal = 5.0 if r["kind"] == "small" else 20.0
@@ -607,7 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     results: Row = {
         "meta": {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "python": sys.version.split()[0],
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
@@ -640,6 +697,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         load["e2e end"] = list(os.getloadavg())
         results["e2e"] = e2e_rows
         sections.append(("2. End to end over HTTP, scripted server", e2e_table(e2e_rows)))
+        if any(r["loop"] == "uvloop" for r in e2e_rows):
+            sections.append(("2b. The same on uvloop, beside asyncio", uvloop_table(e2e_rows)))
     if "memory" in only:
         print("3. memory (peak RSS, a fresh process per figure)", flush=True)
         load["memory start"] = list(os.getloadavg())

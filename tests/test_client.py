@@ -385,9 +385,8 @@ async def test_total_deadline() -> None:
 async def test_missing_key_and_bad_model_fail_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    client = multitask.Client("openai:gpt-4o-mini")
-    with pytest.raises(multitask.MultitaskError, match="OPENAI_API_KEY"):
-        client.extract_stream(User, "t")
+    with pytest.raises(multitask.ConfigurationError, match="OPENAI_API_KEY"):
+        multitask.Client("openai:gpt-4o-mini")  # at once, not at the first request
     with pytest.raises(multitask.MultitaskError, match="provider:model_name"):
         multitask.Client("gpt-4o-mini")
     with pytest.raises(multitask.MultitaskError, match="unknown provider"):

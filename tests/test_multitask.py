@@ -171,7 +171,7 @@ def test_typeddict_items() -> None:
 
 def test_str_items() -> None:
     multi = MultiTask(str)
-    assert multi.__name__ == "Multistr"
+    assert multi.__name__ == "MultiStr"  # CamelCase, as every other `Multi{Name}`
     assert multi.__doc__ == "Correct segmentation of `str` tasks"
     parameters = multi.openai_schema["parameters"]
     assert parameters["properties"]["tasks"]["items"] == {"type": "string"}

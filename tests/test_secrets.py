@@ -409,7 +409,7 @@ def test_key_never_leaks_from_the_cli(
         str(docs),
     ]
     with FileWrites() as writes:
-        assert main(argv) == 0
+        assert main(argv) == 1  # one document failed
     captured = capsys.readouterr()
     text = output.read_text()
     assert '"error_type": "APIStatusError"' in text  # the refused document

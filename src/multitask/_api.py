@@ -1,14 +1,23 @@
-"""One-call functions: extraction with a client of their own, async and sync."""
+"""One-call functions: extraction with a client of their own, async and sync.
+
+Each takes what `Client` takes to reach the model (`model`, `base_url`, `api_key`, `headers`,
+`provider`, `http_client`) and any `Options` field. Like `Client`'s methods, each is
+overloaded so that a class gives its own type and anything else (a union, an `Annotated`)
+`Any`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Iterator, Mapping
+from typing import Any, TypeVar, overload
 
 import anyio.from_thread
+import httpx2
 
 from ._client import Client
 from ._many import Documents, Result
+from ._multitask import MultiTaskModel
+from ._providers import Provider
 from ._stream import ItemStream
 
 __all__ = ["extract", "extract_many_sync", "extract_stream", "extract_stream_sync", "extract_sync"]
@@ -16,15 +25,57 @@ __all__ = ["extract", "extract_many_sync", "extract_stream", "extract_stream_syn
 T = TypeVar("T")
 
 
+@overload
 def extract_stream(
-    item_type: type[T] | Any,
+    item_type: type[MultiTaskModel[T]],
     text: str | None,
     *,
     model: str | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
     **options: Any,
-) -> ItemStream[T]:
+) -> ItemStream[T]: ...
+@overload
+def extract_stream(
+    item_type: type[T],
+    text: str | None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    **options: Any,
+) -> ItemStream[T]: ...
+@overload
+def extract_stream(
+    item_type: Any,
+    text: str | None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    **options: Any,
+) -> ItemStream[Any]: ...
+def extract_stream(
+    item_type: Any,
+    text: str | None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    **options: Any,
+) -> ItemStream[Any]:
     """Stream the items of `item_type` in `text`, each the moment it is complete.
 
         async for user in multitask.extract_stream(User, text, model="openai:gpt-4o-mini"):
@@ -33,9 +84,19 @@ def extract_stream(
     Opens a client for this one extraction and closes it when the stream ends. To run many,
     share one `Client` and its connection pool instead.
     """
-    client = Client(model, base_url=base_url, api_key=api_key)
-    stream: ItemStream[T] = client.extract_stream(item_type, text, **options)
-    return ItemStream(_owned(client, stream), stream.info)
+    client = Client(
+        model,
+        base_url=base_url,
+        api_key=api_key,
+        headers=headers,
+        provider=provider,
+        http_client=http_client,
+    )
+    # A refused option raises here, before the client has opened a connection pool.
+    stream: ItemStream[Any] = client.extract_stream(item_type, text, **options)
+    return ItemStream(
+        _owned(client, stream), stream.info, item_type=stream._item_type, model=client.model
+    )
 
 
 async def _owned(client: Client, stream: ItemStream[T]) -> AsyncGenerator[T, None]:
@@ -47,30 +108,124 @@ async def _owned(client: Client, stream: ItemStream[T]) -> AsyncGenerator[T, Non
         await client.aclose()
 
 
+@overload
 async def extract(
-    item_type: type[T] | Any,
+    item_type: type[MultiTaskModel[T]],
     text: str | None,
     *,
     model: str | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
     **options: Any,
-) -> list[T]:
+) -> list[T]: ...
+@overload
+async def extract(
+    item_type: type[T],
+    text: str | None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    **options: Any,
+) -> list[T]: ...
+@overload
+async def extract(
+    item_type: Any,
+    text: str | None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    **options: Any,
+) -> list[Any]: ...
+async def extract(
+    item_type: Any,
+    text: str | None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    **options: Any,
+) -> list[Any]:
     """Extract every item of `item_type` in `text` into a list."""
-    async with Client(model, base_url=base_url, api_key=api_key) as client:
+    async with Client(
+        model,
+        base_url=base_url,
+        api_key=api_key,
+        headers=headers,
+        provider=provider,
+        http_client=http_client,
+    ) as client:
         return await client.extract(item_type, text, **options)
 
 
+@overload
 def extract_stream_sync(
-    item_type: type[T] | Any,
+    item_type: type[MultiTaskModel[T]],
     text: str | None,
     *,
     model: str | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
     backend: str = "asyncio",
     **options: Any,
-) -> Iterator[T]:
+) -> Iterator[T]: ...
+@overload
+def extract_stream_sync(
+    item_type: type[T],
+    text: str | None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    backend: str = "asyncio",
+    **options: Any,
+) -> Iterator[T]: ...
+@overload
+def extract_stream_sync(
+    item_type: Any,
+    text: str | None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    backend: str = "asyncio",
+    **options: Any,
+) -> Iterator[Any]: ...
+def extract_stream_sync(
+    item_type: Any,
+    text: str | None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    backend: str = "asyncio",
+    **options: Any,
+) -> Iterator[Any]:
     """Yield items as they arrive, from synchronous code (scripts, notebooks).
 
     The event loop runs in a worker thread behind an anyio blocking portal, so this works
@@ -78,9 +233,17 @@ def extract_stream_sync(
     the connection.
     """
     with anyio.from_thread.start_blocking_portal(backend) as portal:
-        stream: ItemStream[T] = portal.call(
+        stream: ItemStream[Any] = portal.call(
             lambda: extract_stream(
-                item_type, text, model=model, base_url=base_url, api_key=api_key, **options
+                item_type,
+                text,
+                model=model,
+                base_url=base_url,
+                api_key=api_key,
+                headers=headers,
+                provider=provider,
+                http_client=http_client,
+                **options,
             )
         )
         try:
@@ -94,16 +257,61 @@ def extract_stream_sync(
             portal.call(stream.aclose)
 
 
+@overload
 def extract_sync(
-    item_type: type[T] | Any,
+    item_type: type[MultiTaskModel[T]],
     text: str | None,
     *,
     model: str | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
     backend: str = "asyncio",
     **options: Any,
-) -> list[T]:
+) -> list[T]: ...
+@overload
+def extract_sync(
+    item_type: type[T],
+    text: str | None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    backend: str = "asyncio",
+    **options: Any,
+) -> list[T]: ...
+@overload
+def extract_sync(
+    item_type: Any,
+    text: str | None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    backend: str = "asyncio",
+    **options: Any,
+) -> list[Any]: ...
+def extract_sync(
+    item_type: Any,
+    text: str | None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    backend: str = "asyncio",
+    **options: Any,
+) -> list[Any]:
     """Extract every item into a list, from synchronous code."""
     return list(
         extract_stream_sync(
@@ -112,25 +320,82 @@ def extract_sync(
             model=model,
             base_url=base_url,
             api_key=api_key,
+            headers=headers,
+            provider=provider,
+            http_client=http_client,
             backend=backend,
             **options,
         )
     )
 
 
+@overload
 def extract_many_sync(
-    item_type: type[T] | Any,
+    item_type: type[MultiTaskModel[T]],
     documents: Documents,
     *,
     model: str | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
     backend: str = "asyncio",
     max_concurrency: int | None = None,
     rpm: float | None = None,
     tpm: float | None = None,
     **options: Any,
-) -> Iterator[Result[T]]:
+) -> Iterator[Result[T]]: ...
+@overload
+def extract_many_sync(
+    item_type: type[T],
+    documents: Documents,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    backend: str = "asyncio",
+    max_concurrency: int | None = None,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    **options: Any,
+) -> Iterator[Result[T]]: ...
+@overload
+def extract_many_sync(
+    item_type: Any,
+    documents: Documents,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    backend: str = "asyncio",
+    max_concurrency: int | None = None,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    **options: Any,
+) -> Iterator[Result[Any]]: ...
+def extract_many_sync(
+    item_type: Any,
+    documents: Documents,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    backend: str = "asyncio",
+    max_concurrency: int | None = None,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    **options: Any,
+) -> Iterator[Result[Any]]:
     """`Client.extract_many` for synchronous code: yields each `Result` as it happens.
 
     The documents are read in the event loop's worker thread, lazily. Leaving the loop early
@@ -140,6 +405,9 @@ def extract_many_sync(
         model,
         base_url=base_url,
         api_key=api_key,
+        headers=headers,
+        provider=provider,
+        http_client=http_client,
         rpm=rpm,
         tpm=tpm,
         max_concurrency=max_concurrency or 100,

@@ -1,5 +1,10 @@
 """The `multitask` command line: `demo` streams one extraction and times each item; `extract`
-runs many documents (see `_extract_cli`)."""
+runs many documents (see `_extract_cli`).
+
+`main` returns the exit status: 0 when everything succeeded, 1 when a document (or the demo's
+extraction) failed, 2 for a usage or configuration mistake, reported in one line on stderr and
+never as a traceback, and 130 after Ctrl-C.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,18 @@ import anyio
 from pydantic import BaseModel, Field
 
 from ._client import Client
-from ._extract_cli import add_extract_command, run_extract
+from ._exceptions import MultitaskError
+from ._extract_cli import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    add_extract_command,
+    one_line,
+    open_client,
+    run_extract,
+)
 from ._stream import ItemStream
 
 __all__ = ["main"]
@@ -39,8 +55,21 @@ class User(BaseModel):
     age: int = Field(description="Their age in years")
 
 
+DESCRIPTION = """\
+Stream validated items out of an LLM's structured answer, each the moment it is complete.
+
+  multitask demo       watch items stream out of one answer (offline by default)
+  multitask extract    extract from many documents into JSON lines, resumably
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="multitask", description=__doc__)
+    """Run the command line on `argv` (default: `sys.argv[1:]`); returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="multitask",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo", help="stream users out of a short text, printing each as it arrives"
@@ -65,20 +94,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_extract_command(commands)
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        if args.backend == "uvloop":
-            return anyio.run(_demo, args, backend="asyncio", backend_options={"use_uvloop": True})
-        return anyio.run(_demo, args, backend=args.backend)
-    if args.command == "extract":
+    try:
+        if args.command == "demo":
+            return _demo_command(args)
         return run_extract(args)
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    except UsageError as exc:
+        print(f"multitask {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # Ctrl-C before (or without) a handler of our own
+        print(f"multitask {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
-async def _demo(args: argparse.Namespace) -> int:
-    if args.model:
+def _demo_command(args: argparse.Namespace) -> int:
+    """`multitask demo`: the model is checked (and its API key) before the event loop starts."""
+    client = open_client(args.model) if args.model else None
+    if args.backend == "uvloop":
+        return anyio.run(
+            _demo, args, client, backend="asyncio", backend_options={"use_uvloop": True}
+        )
+    return anyio.run(_demo, args, client, backend=args.backend)
+
+
+async def _demo(args: argparse.Namespace, client: Client | None) -> int:
+    if client is not None:
         print(f"multitask demo: extracting users with {args.model}\n")
-        async with Client(args.model) as client:
-            return await _run(client, args.text)
+        try:
+            async with client:
+                return await _run(client, args.text)
+        except MultitaskError as exc:
+            print(f"multitask demo: failed: {one_line(exc)}", file=sys.stderr)
+            return EXIT_FAILED
     from .testing import Script, ScriptedModelServer
 
     script = Script(items=DEMO_USERS, chunk_size=4, tokens_per_second=args.tokens_per_second)
@@ -109,7 +155,7 @@ async def _run(client: Client, text: str) -> int:
         f"\n{stream.info.items} users in {time.perf_counter() - start:.3f}s "
         f"(finish reason {stream.finish_reason!r}{tokens})"
     )
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

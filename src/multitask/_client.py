@@ -10,6 +10,7 @@ once per read; over any other httpx2 transport the body is read through httpx2
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import random
@@ -26,10 +27,24 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache, partial
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
+from types import TracebackType, UnionType
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    Generic,
+    Literal,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+    get_type_hints,
+    overload,
+)
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.lowlevel
@@ -41,6 +56,7 @@ from ._exceptions import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    ConfigurationError,
     MultitaskError,
     ProviderError,
     RetryDivergedError,
@@ -51,7 +67,18 @@ from ._extraction import Extraction, Pipeline
 from ._many import Documents, Progress, Results, extract_many
 from ._multitask import MultiTask, MultiTaskModel
 from ._prompt import Message, build_messages, default_system
-from ._providers import HTTPRequest, Mode, Provider, RequestSpec, get_provider, split_model
+from ._providers import (
+    AzureOpenAI,
+    HTTPRequest,
+    Mode,
+    OpenAIChat,
+    OpenAIResponses,
+    Provider,
+    RequestSpec,
+    get_provider,
+    split_model,
+)
+from ._providers._provider import unsupported_mode
 from ._ratelimit import RateLimiter
 from ._stream import ItemStream, StreamInfo
 from ._taskparser import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEM_BYTES
@@ -110,6 +137,109 @@ class Options:
     extra_body: Mapping[str, Any] | None = None
 
 
+_DEFAULTS: Final = Options()
+
+
+def _options(base: Options, given: Mapping[str, Any]) -> Options:
+    """`base` with the `given` fields replaced, each name known and each value of its type.
+
+    Checked here, where the caller passed them, so that `timeout="5"` or a misspelt `mode`
+    is one line now, not a `TypeError` from deep inside the first request.
+    """
+    types = _option_types()
+    for name, value in given.items():
+        expected = types.get(name)
+        if expected is None:
+            close = difflib.get_close_matches(name, [*types, *_KEYWORDS], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigurationError(
+                f"unknown option {name!r}{hint}; the options are: {', '.join(types)}"
+            )
+        if not _is_a(value, expected):
+            raise ConfigurationError(
+                f"option {name!r} must be {_describe(expected)}, not {type(value).__name__} "
+                f"({_short(value)})"
+            )
+    return replace(base, **given) if given else base
+
+
+def _short(value: object) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 60 else f"{shown[:57]}..."
+
+
+_PLAIN: Final[dict[Any, str]] = {float: "a number", int: "an integer", str: "a string"}
+
+
+#: The keywords beside the options that a call may take, for "did you mean" (not options).
+_KEYWORDS: Final = (
+    "model",
+    "base_url",
+    "api_key",
+    "headers",
+    "provider",
+    "http_client",
+    "backend",
+    "max_concurrency",
+    "buffer",
+    "on_progress",
+    "rpm",
+    "tpm",
+    "limiter",
+    "max_connections",
+    "min_interval",
+    "partial_strings",
+    "max_snapshot_values",
+)
+
+
+@lru_cache(maxsize=1)
+def _option_types() -> dict[str, Any]:
+    """Each `Options` field's type, in the order they are declared."""
+    hints = get_type_hints(Options)
+    return {f.name: hints[f.name] for f in fields(Options)}
+
+
+def _is_a(value: object, tp: Any) -> bool:
+    """Whether `value` is of the (simple) annotated type `tp`, as `Options` spells types."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return True
+    if tp is None or tp is type(None):
+        return value is None
+    if origin is Union or origin is UnionType:
+        return any(_is_a(value, arg) for arg in get_args(tp))
+    if origin is Literal:
+        return isinstance(value, str) and value in get_args(tp)
+    if isinstance(value, bool) and tp in (int, float):
+        return False  # `max_retries=True` is a slip, not a count
+    if tp is float:
+        return isinstance(value, int | float)
+    if origin is Sequence:
+        return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+    check = origin or tp
+    return not isinstance(check, type) or isinstance(value, check)
+
+
+def _describe(tp: Any) -> str:
+    """`tp` as the message for a wrong value says it: "a number or None"."""
+    if tp in _PLAIN:
+        return _PLAIN[tp]
+    origin = get_origin(tp)
+    if origin is Union or origin is UnionType:
+        return " or ".join(_describe(arg) for arg in get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(arg) for arg in get_args(tp))
+    if tp is type(None):
+        return "None"
+    kind = origin or tp
+    module = getattr(kind, "__module__", "")
+    name = getattr(kind, "__qualname__", str(kind))
+    return (
+        name if module in ("builtins", "collections.abc") else f"{module.partition('.')[0]}.{name}"
+    )
+
+
 class Client:
     """An extraction client: one connection pool, the defaults, and `extract_stream`.
 
@@ -125,6 +255,10 @@ class Client:
     Pass `provider` to use a provider instance you configured yourself (for example
     `AzureOpenAI(api_version=...)`); the model's prefix then only names it.
     Any `Options` field given here is the default for every call.
+
+    What no request could get past (no model or key, an unknown provider, a mode the
+    provider lacks, a base URL without http:// or https://, an unknown option or one of the
+    wrong type) raises `ConfigurationError` here, not at the first request.
     """
 
     def __init__(
@@ -145,18 +279,23 @@ class Client:
     ) -> None:
         model = model or os.environ.get("MULTITASK_MODEL")
         if not model:
-            raise MultitaskError(
+            raise ConfigurationError(
                 "no model: pass model='provider:model_name' or set MULTITASK_MODEL"
             )
         provider_name, self.model_name = split_model(model)
-        self.model = model
+        self.model = f"{provider_name}:{self.model_name}"
         self.provider: Provider = provider or get_provider(
             provider_name, base_url=base_url, api_key=api_key
         )
-        self.options = Options(**options)
+        self.options = _options(_DEFAULTS, options)
         self._headers = dict(headers or {})
         if http_client is not None and not isinstance(http_client, httpx2.AsyncClient):
             raise TypeError(_not_httpx2(http_client))
+        # What no request could get past, said now rather than once per request.
+        _check_base_url(self.provider, own_http=http_client is None)
+        if self.options.mode is not None and self.options.mode not in self.provider.modes:
+            raise unsupported_mode(self.provider, self.options.mode)
+        self.provider.check_credentials()
         self._own_http = http_client is None
         self._http = http_client
         self._max_connections = max_connections
@@ -207,10 +346,23 @@ class Client:
         return self._http
 
     # -- extraction ----------------------------------------------------------------------------
+    # Each entry point is overloaded so that a class gives its own type (`extract(User, ...)`
+    # is a `list[User]`), a `MultiTaskModel` its items' type, and anything else (a union, an
+    # `Annotated`) `Any`: `type[T] | Any` in one signature would make every call `Any`.
 
+    @overload
     def extract_stream(
-        self, item_type: type[T] | Any, text: str | None, **options: Any
-    ) -> ItemStream[T]:
+        self, item_type: type[MultiTaskModel[T]], text: str | None, **options: Any
+    ) -> ItemStream[T]: ...
+    @overload
+    def extract_stream(
+        self, item_type: type[T], text: str | None, **options: Any
+    ) -> ItemStream[T]: ...
+    @overload
+    def extract_stream(
+        self, item_type: Any, text: str | None, **options: Any
+    ) -> ItemStream[Any]: ...
+    def extract_stream(self, item_type: Any, text: str | None, **options: Any) -> ItemStream[Any]:
         """Stream the items of type `item_type` found in `text`, each as soon as it is complete.
 
         Returns an `ItemStream`: iterate it with `async for`; use it with `async with` to close
@@ -236,13 +388,15 @@ class Client:
             )
 
         info = StreamInfo()
-        return ItemStream(self._run(prepared, info, new_pipeline, resume=resume), info)
+        agen = self._run(prepared, info, new_pipeline, resume=resume)
+        item = getattr(prepared.schema, "item_type", item_type)
+        return ItemStream(agen, info, item_type=item, model=self.model)
 
     def _prepare(
         self, item_type: Any, text: str | None, options: Mapping[str, Any]
     ) -> _Prepared[T]:
         """The options, schema, request spec and HTTP request for one extraction."""
-        opts = replace(self.options, **options) if options else self.options
+        opts = _options(self.options, options) if options else self.options
         schema: type[MultiTaskModel[T]] = _multitask(cast(Hashable, item_type))
         mode = opts.mode or self.provider.default_mode
         system = opts.system or default_system(schema.task_name, parallel=mode == "parallel_tools")
@@ -260,14 +414,32 @@ class Client:
         request = self.provider.request(spec)  # fail fast on a bad mode or missing key
         return _Prepared(opts, schema, spec, request)
 
-    async def extract(self, item_type: type[T] | Any, text: str | None, **options: Any) -> list[T]:
+    @overload
+    async def extract(
+        self, item_type: type[MultiTaskModel[T]], text: str | None, **options: Any
+    ) -> list[T]: ...
+    @overload
+    async def extract(self, item_type: type[T], text: str | None, **options: Any) -> list[T]: ...
+    @overload
+    async def extract(self, item_type: Any, text: str | None, **options: Any) -> list[Any]: ...
+    async def extract(self, item_type: Any, text: str | None, **options: Any) -> list[Any]:
         """Extract every item into a list (the stream, collected)."""
-        stream: ItemStream[T] = self.extract_stream(item_type, text, **options)
+        stream: ItemStream[Any] = self.extract_stream(item_type, text, **options)
         return await stream.collect()
 
+    @overload
     def extract_events(
-        self, item_type: type[T] | Any, text: str | None, **options: Any
-    ) -> EventStream[T]:
+        self, item_type: type[MultiTaskModel[T]], text: str | None, **options: Any
+    ) -> EventStream[T]: ...
+    @overload
+    def extract_events(
+        self, item_type: type[T], text: str | None, **options: Any
+    ) -> EventStream[T]: ...
+    @overload
+    def extract_events(
+        self, item_type: Any, text: str | None, **options: Any
+    ) -> EventStream[Any]: ...
+    def extract_events(self, item_type: Any, text: str | None, **options: Any) -> EventStream[Any]:
         """Stream events for each item as it starts, grows and completes (`EventStream[T]`).
 
         `ItemStarted`, throttled `ItemUpdated` snapshots (`min_interval=0.05` seconds apart,
@@ -278,16 +450,49 @@ class Client:
 
         return extract_events(self, item_type, text, **options)
 
+    @overload
     def extract_many(
         self,
-        item_type: type[T] | Any,
+        item_type: type[MultiTaskModel[T]],
         documents: Documents,
         *,
         max_concurrency: int | None = None,
         buffer: int = 256,
         on_progress: Callable[[Progress], None] | None = None,
         **options: Any,
-    ) -> AbstractAsyncContextManager[Results[T]]:
+    ) -> AbstractAsyncContextManager[Results[T]]: ...
+    @overload
+    def extract_many(
+        self,
+        item_type: type[T],
+        documents: Documents,
+        *,
+        max_concurrency: int | None = None,
+        buffer: int = 256,
+        on_progress: Callable[[Progress], None] | None = None,
+        **options: Any,
+    ) -> AbstractAsyncContextManager[Results[T]]: ...
+    @overload
+    def extract_many(
+        self,
+        item_type: Any,
+        documents: Documents,
+        *,
+        max_concurrency: int | None = None,
+        buffer: int = 256,
+        on_progress: Callable[[Progress], None] | None = None,
+        **options: Any,
+    ) -> AbstractAsyncContextManager[Results[Any]]: ...
+    def extract_many(
+        self,
+        item_type: Any,
+        documents: Documents,
+        *,
+        max_concurrency: int | None = None,
+        buffer: int = 256,
+        on_progress: Callable[[Progress], None] | None = None,
+        **options: Any,
+    ) -> AbstractAsyncContextManager[Results[Any]]:
         """Extract from many documents at once; an async context manager of `Result`s.
 
             async with client.extract_many(User, documents) as results:
@@ -296,11 +501,16 @@ class Client:
 
         `documents` is any iterable or async iterable of texts, or of `(key, text)` pairs,
         read lazily: only `max_concurrency` documents (default: the client's) are in
-        flight. Each item is a `Result` as it streams; each document ends with a `Result`
-        whose `done` is True, with its `usage`, or its `error` once retries are spent. A
-        document that fails mid-stream is retried and its items are delivered exactly once
-        (see `RetryDivergedError`). The results wait in a buffer of `buffer`; a slow reader
-        holds the workers back. Leaving the block early cancels the work in flight.
+        flight; a mapping is read as its `(key, text)` items. Each item is a `Result` as it
+        streams; each document ends with a `Result` whose `done` is True, with its `usage`,
+        or its `error` once retries are spent. A document that fails mid-stream is retried
+        and its items are delivered exactly once (see `RetryDivergedError`). The results
+        wait in a buffer of `buffer`; a slow reader holds the workers back. Leaving the
+        block early cancels the work in flight.
+
+        What would fail every document (a bad option, a mode the provider lacks) raises
+        `ConfigurationError` once, on entering the block; a document that is not a text
+        raises `TypeError` naming its position, after the documents before it are done.
         """
         return extract_many(
             self,
@@ -363,7 +573,10 @@ class Client:
                         limiter.observe(response.headers)
                         if response.status_code >= 300:  # redirects are not followed: error()
                             body = await _read_capped(response)
-                            raise self.provider.error(response.status_code, response.headers, body)
+                            error = self.provider.error(
+                                response.status_code, response.headers, body
+                            )
+                            raise _name_request(error, self.provider, request)
                     _check_content_type(response)
                     # Our own pool's responses only: a caller's transport may wrap the body.
                     own = response_body(response) if self._own_http else None
@@ -556,12 +769,65 @@ def _translate(exc: BaseException, delivered: int) -> MultitaskError:
     if isinstance(exc, httpx2.DecodingError):
         return StreamDecodeError(f"could not decode the response body{after}: {exc}")
     if isinstance(exc, httpx2.InvalidURL | httpx2.UnsupportedProtocol):
-        return MultitaskError(f"the request URL is not usable: {exc}")
+        return ConfigurationError(f"the request URL is not usable (check base_url): {exc}")
     if isinstance(exc, httpx2.StreamError):
         return MultitaskError(f"the HTTP client could not read the response{after}: {exc!r}")
+    if isinstance(exc, httpx2.RemoteProtocolError):
+        # Retried as a dropped connection is, but said as what it is: a connection closed
+        # before the response's end, or bytes that are not HTTP (a proxy in the way, a server
+        # that is not the API, a bad chunk size).
+        if any(word in str(exc) for word in _CLOSED):
+            return APIConnectionError(f"the connection dropped mid-response{after}: {exc}")
+        return APIConnectionError(f"the server broke HTTP framing{after}: {exc}")
     if not isinstance(exc, httpx2.TransportError):
         return MultitaskError(f"the HTTP request failed{after}: {exc!r}")
     return APIConnectionError(f"the connection dropped mid-stream{after}: {exc}")
+
+
+#: How a framing error says that the server closed the connection: ours ("the server closed
+#: the connection in the middle of a chunked body"), h11's ("peer closed connection without
+#: sending complete message body"), httpcore's ("Server disconnected without ...").
+_CLOSED: Final = ("closed the connection", "closed connection", "disconnected")
+
+
+def _name_request(
+    error: MultitaskError, provider: Provider, request: HTTPRequest
+) -> MultitaskError:
+    """A 404 or 405 with the method and URL it answered, and a hint at a base_url without
+    its `/v1`: the answer alone ("Not Found") does not say which URL was wrong."""
+    if not isinstance(error, APIStatusError) or error.status_code not in (404, 405):
+        return error
+    text = f"{error} ({request.method} {request.url}"
+    base = provider.base_url
+    if (
+        isinstance(provider, OpenAIChat | OpenAIResponses)
+        and not isinstance(provider, AzureOpenAI)  # its URL has no /v1: it adds its own path
+        and "/v1" not in urlsplit(base).path
+    ):
+        text += f"; is /v1 missing from base_url? try base_url={base + '/v1'!r}"
+    error.args = (text + ")",)
+    return error
+
+
+def _check_base_url(provider: Provider, *, own_http: bool) -> None:
+    """Refuse a base URL no request could go to (`127.0.0.1:8765/v1`, with no scheme).
+
+    An empty one is the provider's to refuse (Azure's endpoint has no default). A caller's
+    own HTTP client may mount transports for schemes of its own, so any scheme does for it.
+    """
+    base = getattr(provider, "base_url", None)
+    if not isinstance(base, str) or not base:
+        return
+    parts = urlsplit(base)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return
+    if not own_http and parts.scheme and parts.netloc:
+        return
+    hint = f"; did you mean 'http://{base}'?" if "://" not in base else ""
+    raise ConfigurationError(
+        f"base_url {base!r} is not a URL multitask can send to: it needs http:// or "
+        f"https:// and a host{hint}"
+    )
 
 
 def _retry_delay(

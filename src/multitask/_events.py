@@ -242,4 +242,6 @@ def extract_events(
         )
 
     info = StreamInfo()
-    return EventStream(client._run(prepared, info, new_pipeline), info)
+    item = getattr(prepared.schema, "item_type", item_type)
+    agen = client._run(prepared, info, new_pipeline)
+    return EventStream(agen, info, item_type=item, model=client.model)

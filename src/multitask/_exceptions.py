@@ -8,6 +8,7 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "ConfigurationError",
     "ContentFilterError",
     "EventTooLargeError",
     "IncompleteOutputError",
@@ -25,6 +26,15 @@ __all__ = [
 
 class MultitaskError(Exception):
     """Base class of every error multitask raises on purpose."""
+
+
+class ConfigurationError(MultitaskError, ValueError):
+    """The client or a call is set up wrong: no model or key, an unknown provider, a mode
+    the provider lacks, a base URL that cannot be one, an unknown or mistyped option.
+
+    Raised at `Client()` when it can be known there, else before the first request goes out
+    (once for a whole `extract_many`, never retried): no request could succeed as it is.
+    """
 
 
 # -- the answer itself -------------------------------------------------------------------------

@@ -1,35 +1,106 @@
 """`multitask extract`: run `extract_many` over files or lines, writing JSON lines as they stream.
 
 The output file is its own checkpoint. Each item is a line `{"key": ..., "item": {...}}`; each
-document ends with `{"key": ..., "done": true, ...}` or `{"key": ..., "error": ...}`. Run again
-with the same `--output` and the documents that finished are skipped, while the lines of any
-that did not (cut off by Ctrl-C or a crash, or failed) are dropped and those documents run
-again, so the file never holds an item twice.
+document ends with `{"key": ..., "done": true, "items": n, ...}` or `{"key": ..., "error": ...}`.
+Run again with the same `--output` and the documents whose lines are all there are skipped,
+while the lines of any that are not (cut off by Ctrl-C or a crash, failed, or torn mid-write)
+are dropped and those documents run again, so the file holds every item exactly once.
+
+Documents are read as `extract_many` asks for them, never all at once: a pipe's lines start
+work as they arrive. Mistakes in the command line or its inputs are a `UsageError`: one line on
+stderr and exit status 2, checked before any document starts where they can be known then.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import glob
 import importlib
 import importlib.util
 import json
 import os
 import signal
+import stat
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, get_args
+from urllib.parse import urlsplit
 
 import anyio
+import anyio.lowlevel
+import anyio.to_thread
 from pydantic import TypeAdapter
 
 from ._client import Client
+from ._exceptions import MultitaskError
 from ._many import Progress, Result
+from ._providers._request import Mode
 
-__all__ = ["add_extract_command", "run_extract"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "UsageError",
+    "add_extract_command",
+    "open_client",
+    "prepare_output",
+    "run_extract",
+]
+
+#: Exit statuses: every document succeeded; some failed; a usage or configuration mistake;
+#: stopped by Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 128 + signal.SIGINT
+
+DESCRIPTION = """\
+Extract items from many documents: one per file, or one per line of stdin or of JSON-lines
+files. Writes one JSON line per item as it streams ({"key": ..., "item": {...}}) and one when
+each document ends ({"key": ..., "done": true, ...} or {"key": ..., "error": ...}).
+
+Run again with the same --output to resume: finished documents are skipped, and the lines of
+any cut off, torn or failed are dropped before they run again, so no item is lost or doubled.
+
+Exit status: 0 when every document succeeded, 1 when any failed, 2 for a usage or
+configuration mistake, 130 after Ctrl-C.
+"""
+
+_READ_SIZE = 1 << 16
+
+
+class UsageError(Exception):
+    """A mistake in the command line, its configuration or its input: one line, exit status 2."""
+
+
+def one_line(message: object) -> str:
+    """`message` on one line, so that a mistake is always exactly one line on stderr."""
+    return " ".join(str(message).split())
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {number}")
+    return number
+
+
+def _rate(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return number
 
 
 def add_extract_command(commands: Any) -> None:
@@ -37,13 +108,14 @@ def add_extract_command(commands: Any) -> None:
     cmd = commands.add_parser(
         "extract",
         help="extract items from many documents, one JSON line per item",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmd.add_argument(
         "--schema",
         required=True,
-        help="the item type: path/to/module.py:User or package.module:User",
+        help="the item type: path/to/module.py:User or package.module:User (from the "
+        "current directory)",
     )
     cmd.add_argument("--model", help="provider:model_name (default: MULTITASK_MODEL)")
     cmd.add_argument("--base-url", help="the provider's base URL (default: its env variable)")
@@ -58,88 +130,168 @@ def add_extract_command(commands: Any) -> None:
     cmd.add_argument("--text-field", default="text", help="the text's field in JSON lines")
     cmd.add_argument("--key-field", help="the key's field in JSON lines (default: line number)")
     cmd.add_argument("--output", "-o", help="write here (and resume from it); default stdout")
-    cmd.add_argument("--concurrency", type=int, default=32, help="documents in flight (32)")
-    cmd.add_argument("--rpm", type=float, help="requests per minute limit")
-    cmd.add_argument("--tpm", type=float, help="tokens per minute limit")
-    cmd.add_argument("--max-retries", type=int, default=4, help="retries per document (4)")
-    cmd.add_argument("--mode", help="tools, json_schema, json, functions, parallel_tools")
-    cmd.add_argument("--max-tokens", type=int, help="output token limit per document")
+    cmd.add_argument(
+        "--concurrency", type=_positive_int, default=32, help="documents in flight (32)"
+    )
+    cmd.add_argument("--rpm", type=_rate, help="requests per minute limit")
+    cmd.add_argument("--tpm", type=_rate, help="tokens per minute limit")
+    cmd.add_argument("--max-retries", type=_count, default=4, help="retries per document (4)")
+    cmd.add_argument("--mode", choices=get_args(Mode), help="how the model is asked for JSON")
+    cmd.add_argument("--max-tokens", type=_positive_int, help="output token limit per document")
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
+def open_client(
+    model: str | None, *, base_url: str | None = None, mode: str | None = None, **settings: Any
+) -> Client:
+    """A `Client` for `model`, checked before any document starts (the model string, the
+    provider, the base URL, the mode and the API key), so that a mistake is one `UsageError`
+    rather than one failed document each."""
+    model = model or os.environ.get("MULTITASK_MODEL")
+    if not model:
+        raise UsageError(
+            "no model: give --model provider:model_name (e.g. openai:gpt-4o-mini) "
+            "or set MULTITASK_MODEL"
+        )
+    if base_url is not None and urlsplit(base_url).scheme not in ("http", "https"):
+        raise UsageError(f"--base-url must start with http:// or https://, not {base_url!r}")
+    if mode is not None:
+        settings["mode"] = mode
+    try:
+        client = Client(model, base_url=base_url, **settings)
+        provider = client.provider
+        if mode is not None and mode not in provider.modes:
+            raise UsageError(
+                f"the {provider.name!r} provider has no mode {mode!r}; "
+                f"it has {', '.join(sorted(provider.modes))}"
+            )
+        provider.check_credentials()
+    except (MultitaskError, ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    return client
+
+
+@dataclass
+class _Job:
+    """Everything one `multitask extract` run needs, checked before it starts."""
+
+    client: Client
+    item_type: Any
+    adapter: TypeAdapter[Any]
+    documents: Callable[[], AsyncIterator[tuple[str, str]]]
+    total: int | None
+    out: IO[str]
+    progress_bar: bool
+
+
 def run_extract(args: argparse.Namespace) -> int:
+    """Run `multitask extract`; returns its exit status (`EXIT_*`)."""
     item_type = load_schema(args.schema)
+    try:
+        adapter: TypeAdapter[Any] = TypeAdapter(item_type)
+    except Exception as exc:
+        raise UsageError(
+            f"--schema {args.schema}: not a type pydantic can validate "
+            f"({one_line(exc).split('. ')[0]})"
+        ) from None
+    client = open_client(
+        args.model,
+        base_url=args.base_url,
+        mode=args.mode,
+        max_concurrency=args.concurrency,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        max_retries=args.max_retries,
+        max_tokens=args.max_tokens,
+    )
+    paths = input_paths(args.inputs) if args.inputs else None
+    if paths is None and sys.stdin is None:
+        raise UsageError("no input: give files, globs or directories, or pipe lines to stdin")
     output = Path(args.output) if args.output else None
-    finished = prepare_output(output) if output else set()
-    documents = [d for d in read_documents(args) if d[0] not in finished]
-    skipped = len(finished)
-    if skipped:
-        print(f"resuming: {skipped} document(s) already done in {output}", file=sys.stderr)
-    options: dict[str, Any] = {"max_retries": args.max_retries}
-    if args.mode:
-        options["mode"] = args.mode
-    if args.max_tokens:
-        options["max_tokens"] = args.max_tokens
-    summary = anyio.run(_extract, args, item_type, documents, output, options)
-    print(summary, file=sys.stderr)
-    return 0
+    finished: set[str] = set()
+    if output is not None:
+        try:
+            finished = prepare_output(output)
+            out: IO[str] = output.open("a", encoding="utf-8", newline="\n")
+        except OSError as exc:
+            raise UsageError(f"--output {output}: {exc.strerror or exc}") from None
+        if finished:
+            print(
+                f"resuming: {len(finished)} document(s) already done in {output}", file=sys.stderr
+            )
+    else:
+        out = sys.stdout
+    job = _Job(
+        client=client,
+        item_type=item_type,
+        adapter=adapter,
+        documents=lambda: read_documents(args, paths, skip=finished),
+        total=None if paths is None or args.jsonl else sum(str(p) not in finished for p in paths),
+        out=out,
+        progress_bar=not args.no_progress,
+    )
+    try:
+        return anyio.run(_extract, job)
+    finally:
+        if output is not None:
+            out.close()
 
 
-async def _extract(
-    args: argparse.Namespace,
-    item_type: Any,
-    documents: list[tuple[str, str]],
-    output: Path | None,
-    options: dict[str, Any],
-) -> str:
-    adapter: TypeAdapter[Any] = TypeAdapter(item_type)
-    out: IO[str] = output.open("a", encoding="utf-8") if output else sys.stdout
-    bar = _ProgressBar(len(documents), enabled=not args.no_progress)
-    interrupted = False
+async def _extract(job: _Job) -> int:
+    bar = _ProgressBar(job.total, enabled=job.progress_bar)
+    signalled: int | None = None
+    mistake: BaseException | None = None
     start = time.monotonic()
     progress = Progress()
     try:
-        async with (
-            Client(
-                args.model,
-                base_url=args.base_url,
-                max_concurrency=args.concurrency,
-                rpm=args.rpm,
-                tpm=args.tpm,
-            ) as client,
-            anyio.create_task_group() as tg,
-        ):
+        async with job.client as client, anyio.create_task_group() as tg:
 
             async def stop_on_signal() -> None:
-                nonlocal interrupted
+                nonlocal signalled
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for _ in signals:
-                        interrupted = True
+                    async for signum in signals:
+                        signalled = signum
                         tg.cancel_scope.cancel()
                         return
 
             tg.start_soon(stop_on_signal)
             async with client.extract_many(
-                item_type, documents, on_progress=bar.update, **options
+                job.item_type, job.documents(), on_progress=bar.update
             ) as results:
                 progress = results.progress
                 async for r in results:
-                    out.write(_line(r, adapter) + "\n")
-                    out.flush()
+                    job.out.write(_line(r, job.adapter) + "\n")
+                    job.out.flush()
             tg.cancel_scope.cancel()
+    except* UsageError as group:  # a bad input line, met as the documents are read
+        mistake = _first(group)
+    except* MultitaskError as group:  # a configuration error, raised before any document
+        mistake = _first(group)
     finally:
-        bar.close()
-        if output:
-            out.close()
+        bar.close(keep=mistake is None)
+    if mistake is not None:
+        raise UsageError(str(mistake))
     elapsed = time.monotonic() - start
-    verb = "interrupted after" if interrupted else "done in"
-    return (
+    verb = "interrupted after" if signalled else "done in"
+    print(
         f"multitask extract: {verb} {elapsed:.1f}s: {progress.documents_done} document(s) "
         f"done, {progress.documents_failed} failed, {progress.items} item(s), "
         f"{progress.input_tokens} + {progress.output_tokens} tokens, "
         f"{progress.requests} request(s)"
-        + (" (run again with the same --output to resume)" if interrupted else "")
+        + (" (run again with the same --output to resume)" if signalled else ""),
+        file=sys.stderr,
     )
+    if signalled:
+        return 128 + signalled
+    return EXIT_FAILED if progress.documents_failed else EXIT_OK
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first exception in `group`, however deeply the task groups nested it."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _line(r: Result[Any], adapter: TypeAdapter[Any]) -> str:
@@ -164,95 +316,286 @@ def _line(r: Result[Any], adapter: TypeAdapter[Any]) -> str:
     return json.dumps({"key": r.index, "done": True, "items": r.items, "usage": usage})
 
 
+# -- resuming: the output file as a checkpoint -------------------------------------------------
+
+
+def _record(raw: bytes) -> tuple[str, dict[str, Any]] | None:
+    """(key, record) of one output line, or None for a line that is not a whole record: cut
+    by a crash (no newline, or not JSON), or glued to a torn one by an older version."""
+    if not raw.endswith(b"\n"):
+        return None
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or "key" not in record:
+        return None
+    if not ("item" in record or "error" in record or record.get("done") is True):
+        return None
+    return str(record["key"]), record
+
+
 def prepare_output(path: Path) -> set[str]:
-    """The keys already finished in `path`; drops the lines of documents that were not."""
+    """The keys of the documents `path` holds whole; rewrites it without every other line.
+
+    A document is whole when it has a `done` line, after all its item lines, counting as many
+    items as there are. Every other line is dropped: those of documents cut off or failed,
+    and any line that is not a whole record. A last line without its newline counts as torn
+    even when it parses, and so does one glued to a torn line, so the file is left ending
+    with a newline and an item lost to a crash makes its document run again. The file is
+    read twice, line by line, and only the keys are held in memory.
+    """
     if not path.exists():
         return set()
-    lines: list[tuple[str, dict[str, Any]]] = []
-    finished: set[str] = set()
-    with path.open(encoding="utf-8") as f:
+    items: dict[str, int] = {}
+    claimed: dict[str, int] = {}  # key -> the items its done line counts; -1 once it is not whole
+    damaged = False
+    with path.open("rb") as f:
         for raw in f:
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash mid-write
-            if not isinstance(record, dict) or "key" not in record:
+            parsed = _record(raw)
+            if parsed is None:
+                damaged = True
                 continue
-            key = str(record["key"])
-            lines.append((key, record))
-            if record.get("done"):
-                finished.add(key)
-    kept = [record for key, record in lines if key in finished]
-    if len(kept) != len(lines):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for record in kept:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+            key, record = parsed
+            if "item" in record:
+                items[key] = items.get(key, 0) + 1
+                if key in claimed:  # an item after the end
+                    claimed[key] = -1
+            elif key in claimed or "error" in record or type(record.get("items")) is not int:
+                claimed[key] = -1
+            else:
+                claimed[key] = record["items"]
+    finished = {key for key, n in claimed.items() if n >= 0 and n == items.get(key, 0)}
+    if damaged or finished != items.keys() | claimed.keys():
+        _rewrite(path, finished)
     return finished
 
 
-def read_documents(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
-    """(key, text) pairs: one per file, or per line of stdin / JSON-lines files."""
-    if not args.inputs:
-        yield from _lines(sys.stdin, "stdin", args)
-        return
-    for path in _paths(args.inputs):
-        if args.jsonl:
-            with path.open(encoding="utf-8") as f:
-                yield from _lines(f, str(path), args)
-        else:
-            yield str(path), path.read_text(encoding="utf-8", errors="replace")
+def _rewrite(path: Path, keep: set[str]) -> None:
+    """Replace `path`, atomically, by its whole lines of the documents in `keep`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as dst, path.open("rb") as src:
+            for raw in src:
+                parsed = _record(raw)
+                if parsed is not None and parsed[0] in keep:
+                    dst.write(raw)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def _paths(inputs: list[str]) -> Iterator[Path]:
+# -- the input: read lazily --------------------------------------------------------------------
+
+
+def input_paths(inputs: list[str]) -> list[Path]:
+    """The files `inputs` name (files, globs, directories), in order; a name that is none of
+    these, or a glob that matches nothing, is a `UsageError` before anything starts."""
+    paths: list[Path] = []
     for spec in inputs:
         path = Path(spec)
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file())
-        elif any(c in spec for c in "*?["):
-            yield from sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+            paths.extend(sorted(p for p in path.rglob("*") if p.is_file()))
+        elif path.exists():  # a file, or a pipe such as <(command)
+            paths.append(path)
+        elif glob.has_magic(spec):
+            matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
+            if not any(p.is_file() for p in matches):
+                raise UsageError(f"no file matches {spec!r}")
+            paths.extend(p for p in matches if p.is_file())
         else:
-            yield path
+            raise UsageError(f"no such file or directory: {spec}")
+    return paths
 
 
-def _lines(f: IO[str], name: str, args: argparse.Namespace) -> Iterator[tuple[str, str]]:
-    for number, line in enumerate(f, 1):
-        if not line.strip():
-            continue
-        if not args.jsonl:
-            yield f"{name}:{number}", line.rstrip("\n")
-            continue
+async def read_documents(
+    args: argparse.Namespace, paths: list[Path] | None, *, skip: set[str]
+) -> AsyncIterator[tuple[str, str]]:
+    """(key, text) pairs, read as they are asked for: one per file, or per line of stdin or of
+    JSON-lines files; the keys in `skip` are left out (a skipped file is not even read)."""
+    if paths is None:
+        with os.fdopen(os.dup(sys.stdin.fileno()), "rb") as f:
+            async for document in _line_documents(f, "stdin", args, skip):
+                yield document
+        return
+    for path in paths:
+        if args.jsonl:
+            with _open(path) as f:
+                async for document in _line_documents(f, str(path), args, skip):
+                    yield document
+        elif str(path) not in skip:
+            yield str(path), await anyio.to_thread.run_sync(_read_text, path)
+
+
+async def _line_documents(
+    f: IO[bytes], name: str, args: argparse.Namespace, skip: set[str]
+) -> AsyncIterator[tuple[str, str]]:
+    number = 0
+    async for line in _read_lines(f):
+        number += 1
+        document = _document(line, name, number, args)
+        if document is not None and document[0] not in skip:
+            yield document
+
+
+def _open(path: Path) -> IO[bytes]:
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _document(
+    line: str, name: str, number: int, args: argparse.Namespace
+) -> tuple[str, str] | None:
+    """The (key, text) of one input line, None for a blank one; a bad JSON line is a
+    `UsageError` naming it."""
+    if not line.strip():
+        return None
+    if not args.jsonl:
+        return f"{name}:{number}", line
+    where = f"{name}:{number}"
+    try:
         record = json.loads(line)
-        key = record.get(args.key_field) if args.key_field else f"{name}:{number}"
-        yield str(key), str(record[args.text_field])
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{where}: not a JSON line ({exc.msg} at column {exc.colno}); "
+            "drop --jsonl to read each line as text"
+        ) from None
+    if not isinstance(record, dict):
+        raise UsageError(f"{where}: a JSON line must be an object, not {type(record).__name__}")
+    fields = ", ".join(map(str, record)) or "none"
+    if args.text_field not in record:
+        raise UsageError(
+            f"{where}: no {args.text_field!r} field (its fields: {fields}); "
+            "name the text's field with --text-field"
+        )
+    text = record[args.text_field]
+    if not isinstance(text, str):
+        raise UsageError(
+            f"{where}: the {args.text_field!r} field is {type(text).__name__}, not text"
+        )
+    if not args.key_field:
+        return where, text
+    if args.key_field not in record:
+        raise UsageError(
+            f"{where}: no {args.key_field!r} field for --key-field (its fields: {fields})"
+        )
+    return str(record[args.key_field]), text
+
+
+async def _read_lines(f: IO[bytes]) -> AsyncIterator[str]:
+    """The lines of `f` (without their line ends) as they arrive.
+
+    A pipe or a terminal is waited on until readable, then read for what is there, so a slow
+    writer's first lines start work at once and Ctrl-C is not held up by a blocked read. A
+    regular file, or a device that cannot be waited on (`/dev/null`), never blocks: it is read
+    in blocks on the event loop.
+    """
+    fd = f.fileno()
+    wait = not stat.S_ISREG(os.fstat(fd).st_mode)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    while True:
+        if wait:
+            try:
+                await _wait_readable(fd)
+            except OSError:  # EPERM: not a file the event loop can wait on
+                wait = False
+        else:
+            await anyio.lowlevel.checkpoint()
+        chunk = os.read(fd, _READ_SIZE)
+        lines = (pending + decoder.decode(chunk, final=not chunk)).split("\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line.removesuffix("\r")
+        if not chunk:
+            if pending:
+                yield pending
+            return
+
+
+async def _wait_readable(fd: int) -> None:
+    """Wait until `fd` has data or is at its end: on the event loop where it can (anyio 4.7+,
+    not Windows), else in a worker thread."""
+    wait = getattr(anyio, "wait_readable", None)
+    if wait is not None and sys.platform != "win32":
+        await wait(fd)
+        return
+    import select  # pragma: no cover - old anyio, or Windows
+
+    await anyio.to_thread.run_sync(select.select, [fd], [], [], abandon_on_cancel=True)
 
 
 def load_schema(spec: str) -> Any:
-    """`path/to/module.py:User` or `package.module:User` -> the `User` type."""
+    """`path/to/module.py:User` or `package.module:User` -> the `User` type.
+
+    A module name is imported with the current directory first on `sys.path`, as
+    `python -m multitask` has it (the `multitask` script alone has its own folder there).
+    Any failure is a one-line `UsageError`.
+    """
     module_name, colon, attribute = spec.rpartition(":")
     if not colon or not module_name or not attribute:
-        raise SystemExit(f"--schema must be module:Type or path.py:Type, not {spec!r}")
-    if module_name.endswith(".py") or os.sep in module_name:
-        path = Path(module_name)
-        loader = importlib.util.spec_from_file_location(path.stem, path)
-        if loader is None or loader.loader is None:
-            raise SystemExit(f"--schema: cannot load {path}")
-        module = importlib.util.module_from_spec(loader)
-        sys.modules[path.stem] = module
-        loader.loader.exec_module(module)
-    else:
-        module = importlib.import_module(module_name)
+        raise UsageError(f"--schema must be module:Type or path.py:Type, not {spec!r}")
+    try:
+        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+            module = _load_file(Path(module_name))
+        else:
+            cwd = os.getcwd()
+            if cwd not in sys.path and "" not in sys.path:
+                sys.path.insert(0, cwd)
+            module = importlib.import_module(module_name)
+    except UsageError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise UsageError(
+            f"--schema {spec}: no module named {exc.name!r} (from {os.getcwd()})"
+        ) from None
+    except Exception as exc:
+        raise UsageError(f"--schema {spec}: {_failure(exc)}") from None
     try:
         return getattr(module, attribute)
     except AttributeError:
-        raise SystemExit(f"--schema: {module_name} has no {attribute!r}") from None
+        raise UsageError(f"--schema {spec}: {module_name} has no {attribute!r}") from None
+
+
+def _load_file(path: Path) -> Any:
+    if not path.is_file():
+        raise UsageError(f"--schema: no such file: {path}")
+    loader = importlib.util.spec_from_file_location(path.stem, path)
+    if loader is None or loader.loader is None:
+        raise UsageError(f"--schema: cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(loader)
+    sys.modules[path.stem] = module
+    loader.loader.exec_module(module)
+    return module
+
+
+def _failure(exc: BaseException) -> str:
+    """An import's failure in one line, with the file and line where it happened."""
+    if isinstance(exc, SyntaxError):
+        return f"{type(exc).__name__}: {exc.msg} ({exc.filename}:{exc.lineno})"
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 class _ProgressBar:
-    """A live progress bar on stderr: tqdm's when it is installed, else a plain line."""
+    """A live progress bar on stderr: tqdm's when it is installed, else a plain line. The
+    total is None when it is not known before the end (lines read as they arrive)."""
 
-    def __init__(self, total: int, *, enabled: bool) -> None:
+    def __init__(self, total: int | None, *, enabled: bool) -> None:
         self.enabled = enabled
         self.total = total
         self._last = 0.0
@@ -282,15 +625,18 @@ class _ProgressBar:
         now = time.monotonic()
         if now - self._last >= 0.5 or progress.documents_ended == self.total:
             self._last = now
+            of = f"/{self.total}" if self.total is not None else ""
             print(
-                f"\r{progress.documents_ended}/{self.total} docs {postfix}",
+                f"\r{progress.documents_ended}{of} docs {postfix}",
                 end="",
                 file=sys.stderr,
                 flush=True,
             )
 
-    def close(self) -> None:
+    def close(self, *, keep: bool = True) -> None:
+        """End the bar; `keep=False` clears tqdm's (before an error message, say)."""
         if self._tqdm is not None:
+            self._tqdm.leave = keep
             self._tqdm.close()
         elif self.enabled:
             print(file=sys.stderr)

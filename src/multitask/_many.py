@@ -9,8 +9,15 @@ what the caller iterates. Leaving the block cancels the task group, so nothing o
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager, suppress
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+)
+from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -18,7 +25,7 @@ import anyio
 from anyio.abc import ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ._exceptions import MultitaskError
+from ._exceptions import ConfigurationError, MultitaskError
 from ._providers import Usage
 from ._stream import ItemStream
 
@@ -29,9 +36,14 @@ __all__ = ["Documents", "Progress", "Result", "Results", "extract_many"]
 
 T = TypeVar("T")
 
-#: What `extract_many` reads: texts, or `(key, text)` pairs, from a plain or async iterable.
+#: What `extract_many` reads: texts, or `(key, text)` pairs, from a plain or async iterable;
+#: or a mapping of keys to texts, read as its `(key, text)` items.
 Documents = (
-    Iterable[str] | Iterable[tuple[Any, str]] | AsyncIterable[str] | AsyncIterable[tuple[Any, str]]
+    Mapping[Any, str]
+    | Iterable[str]
+    | Iterable[tuple[Any, str]]
+    | AsyncIterable[str]
+    | AsyncIterable[tuple[Any, str]]
 )
 
 
@@ -107,6 +119,9 @@ async def extract_many(
     """See `Client.extract_many`."""
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
+    # What would fail every document (a bad option, a mode the provider lacks, an item type
+    # that has no schema) is raised here, once, rather than as one failed `Result` each.
+    client._prepare(item_type, "", options)
     send, receive = anyio.create_memory_object_stream[Result[Any]](buffer)
     progress = Progress()
     fanout = _Fanout(client, item_type, options, send, progress, on_progress)
@@ -117,6 +132,8 @@ async def extract_many(
                 yield Results(receive, progress)
         finally:
             tg.cancel_scope.cancel()
+    if fanout.failure is not None:
+        raise fanout.failure  # after the documents before it, which ended as they would
 
 
 class _Fanout:
@@ -137,13 +154,23 @@ class _Fanout:
         self.send = send
         self.progress = progress
         self.on_progress = on_progress
+        #: What reading the documents raised (a document that is not a text, an error of
+        #: the caller's iterable), or a worker's `ConfigurationError`: no more documents are
+        #: started, those started end as they would, and `extract_many` raises it.
+        self.failure: Exception | None = None
 
     async def feed(self, documents: Documents, max_concurrency: int) -> None:
         slots = anyio.Semaphore(max_concurrency)
         async with self.send, anyio.create_task_group() as workers:
-            async for index, text in _each(documents):
-                await slots.acquire()
-                workers.start_soon(self.work, index, text, slots)
+            try:
+                async with aclosing(_each(documents)) as each:  # closed at once on a break
+                    async for index, text in each:
+                        await slots.acquire()
+                        if self.failure is not None:  # a worker's `ConfigurationError`
+                            break
+                        workers.start_soon(self.work, index, text, slots)
+            except Exception as exc:  # the workers started finish; the error is the caller's
+                self.failure = exc
 
     async def work(self, index: Any, text: str, slots: anyio.Semaphore) -> None:
         progress = self.progress
@@ -172,12 +199,17 @@ class _Fanout:
                     progress.output_tokens += usage.output_tokens
             last: Result[Any] = Result(index, done=True, usage=usage, items=delivered)
             progress.documents_done += 1
+        except ConfigurationError as exc:
+            # No document could succeed (a base URL changed to one that cannot be sent to,
+            # say): no more are started, and `extract_many` raises this once.
+            self.failure = self.failure or exc
+            return
         except MultitaskError as exc:
             last = Result(index, done=True, error=exc, items=delivered)
             progress.documents_failed += 1
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return  # the reader has gone; the task group is being cancelled
-        except Exception as exc:  # a bug or a bad option: fail this document, not the batch
+        except Exception as exc:  # a bug: fail this document, not the batch
             error = MultitaskError(f"unexpected {type(exc).__name__}: {exc}")
             error.__cause__ = exc
             last = Result(index, done=True, error=error, items=delivered)
@@ -194,9 +226,11 @@ class _Fanout:
             self.on_progress(self.progress)
 
 
-async def _each(documents: Documents) -> AsyncIterator[tuple[Any, str]]:
+async def _each(documents: Documents) -> AsyncGenerator[tuple[Any, str], None]:
     """(key, text) for each document: its position, unless it came as a (key, text) pair."""
     position = 0
+    if isinstance(documents, Mapping):
+        documents = documents.items()
     if isinstance(documents, AsyncIterable):
         async for document in documents:
             yield _keyed(position, document)
@@ -212,6 +246,12 @@ def _keyed(position: int, document: Any) -> tuple[Any, str]:
         return position, document
     if isinstance(document, tuple) and len(document) == 2 and isinstance(document[1], str):
         return document[0], document[1]
+    if isinstance(document, tuple) and len(document) == 2:
+        raise TypeError(
+            f"document {position} (key {document[0]!r}) is not a text: its value is of type "
+            f"{type(document[1]).__name__}"
+        )
     raise TypeError(
-        f"document {position} is a {type(document).__name__}: expected a text or a (key, text) pair"
+        f"document {position} is of type {type(document).__name__}: expected a text or a "
+        "(key, text) pair"
     )

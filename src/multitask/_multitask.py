@@ -291,8 +291,9 @@ def MultiTask(
     """
     item_name = name or task_name(subtask_class)
     doc = description or f"Correct segmentation of `{item_name}` tasks"
+    # `MultiStr`, not `Multistr`: the class name is CamelCase whatever the item's name.
     model = create_model(
-        f"Multi{item_name}",
+        f"Multi{item_name[:1].upper()}{item_name[1:]}",
         __base__=MultiTaskModel[subtask_class],
         __doc__=doc,
         tasks=(

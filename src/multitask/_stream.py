@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from ._multitask import task_name
 from ._providers._base import Usage
 from ._validation import InvalidItem
 
@@ -35,11 +36,34 @@ class ItemStream(Generic[T]):
     `usage`, `finish_reason` and `skipped` say how it went.
     """
 
-    __slots__ = ("_agen", "info")
+    __slots__ = ("_agen", "_item_type", "_model", "info")
 
-    def __init__(self, agen: AsyncGenerator[T, None], info: StreamInfo) -> None:
+    def __init__(
+        self,
+        agen: AsyncGenerator[T, None],
+        info: StreamInfo,
+        *,
+        item_type: Any = None,
+        model: str | None = None,
+    ) -> None:
         self._agen = agen
         self.info = info
+        self._item_type = item_type
+        self._model = model
+
+    def __repr__(self) -> str:
+        name = task_name(self._item_type) if self._item_type is not None else "?"
+        if getattr(self._agen, "ag_frame", True) is None:
+            state = "ended"  # exhausted, failed or closed: the generator is gone
+        elif self.info.attempts == 0:
+            state = "not started"
+        else:
+            state = "streaming"
+        info = self.info
+        return (
+            f"<{type(self).__name__}[{name}] model={self._model!r} {state} "
+            f"items={info.items} attempts={info.attempts}>"
+        )
 
     def __aiter__(self) -> ItemStream[T]:
         return self

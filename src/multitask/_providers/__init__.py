@@ -11,8 +11,17 @@ from ._gemini import Gemini, GeminiDecoder
 from ._ollama import Ollama, OllamaDecoder
 from ._openai_chat import OpenAIChat, OpenAIChatDecoder
 from ._openai_responses import OpenAIResponses, OpenAIResponsesDecoder
-from ._provider import Provider, get_provider, provider_names, register_provider, split_model
+from ._provider import (
+    Provider,
+    freeze_builtins,
+    get_provider,
+    provider_names,
+    register_provider,
+    split_model,
+)
 from ._request import HTTPRequest, Mode, RequestSpec
+
+freeze_builtins()
 
 __all__ = [
     "PRESETS",

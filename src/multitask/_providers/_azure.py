@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from .._exceptions import ContentFilterError, MultitaskError, ProviderError
+from .._exceptions import ConfigurationError, ContentFilterError, MultitaskError, ProviderError
 from ._openai_chat import OpenAIChat
 from ._provider import register_provider
 from ._request import RequestSpec
@@ -77,12 +77,12 @@ class AzureOpenAI(OpenAIChat):
 
     def check_credentials(self) -> None:
         if not self.base_url:
-            raise MultitaskError(
+            raise ConfigurationError(
                 "no Azure OpenAI endpoint: set AZURE_OPENAI_ENDPOINT or pass base_url "
                 "(https://RESOURCE.openai.azure.com)"
             )
         if not (self._api_key or self._ad_token):
-            raise MultitaskError(
+            raise ConfigurationError(
                 "no Azure OpenAI credentials: set AZURE_OPENAI_API_KEY or "
                 "AZURE_OPENAI_AD_TOKEN, or pass api_key"
             )

@@ -29,12 +29,15 @@ def register_openai_compatible(
     stream_usage: bool = True,
     parallel_tool_calls: bool = True,
     max_tokens_field: str | None = "max_tokens",
+    replace: bool = False,
 ) -> type[OpenAIChat]:
     """Register `name:` as an OpenAI-compatible endpoint with its own defaults and quirks.
 
     `default_mode="json_schema"` (or `"json"`) suits servers without tool support;
     `tool_choice="required"` or `"any"` suits servers that reject OpenAI's object form;
     `stream_usage=False` and `parallel_tool_calls=False` leave out fields a server rejects.
+    `key_required=False` lets a keyless local server be reached at its default `base_url`.
+    A built-in name (`openai`, `vllm`, ...) is refused unless `replace=True`.
     """
     provider = type(
         f"OpenAICompatible_{name}",
@@ -53,7 +56,7 @@ def register_openai_compatible(
             "max_tokens_field": max_tokens_field,
         },
     )
-    register_provider(name, provider)
+    register_provider(name, provider, replace=replace)
     return provider
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import email.utils
 import os
 import time
@@ -10,13 +11,14 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic_core import from_json
 
-from .._exceptions import APIStatusError, MultitaskError
+from .._exceptions import APIStatusError, ConfigurationError, MultitaskError
 from .._redact import Redactor
 from ._base import AnswerSource, StreamDecoder
 from ._request import HTTPRequest, Mode, RequestSpec
 
 __all__ = [
     "Provider",
+    "freeze_builtins",
     "get_provider",
     "parse_retry_after",
     "provider_names",
@@ -67,10 +69,7 @@ class Provider:
     def request(self, spec: RequestSpec) -> HTTPRequest:
         """The HTTP request that asks for `spec`'s answer as a stream."""
         if spec.mode not in self.modes:
-            raise MultitaskError(
-                f"the {self.name!r} provider does not support mode {spec.mode!r}; "
-                f"it supports {sorted(self.modes)}"
-            )
+            raise unsupported_mode(self, spec.mode)
         self.check_credentials()
         body = self.build_body(spec)
         body.update(spec.extra_body)
@@ -139,7 +138,7 @@ class Provider:
             self.key_required and self.base_url == self.default_base_url.rstrip("/")
         ):
             names = " or ".join(self.api_key_env) or "api_key"
-            raise MultitaskError(f"no API key for {self.name!r}: set {names}, or pass api_key")
+            raise ConfigurationError(f"no API key for {self.name!r}: set {names}, or pass api_key")
 
     # -- what a provider defines ---------------------------------------------------------------
 
@@ -157,36 +156,97 @@ class Provider:
 
 
 _REGISTRY: dict[str, Callable[..., Provider]] = {}
+#: The names multitask registers itself (see `freeze_builtins`): replaced only on purpose.
+_BUILTIN: frozenset[str] = frozenset()
 
 
-def register_provider(name: str, factory: Callable[..., Provider]) -> None:
-    """Make `name:model` resolve to `factory(base_url=..., api_key=...)`."""
+def register_provider(
+    name: str, factory: Callable[..., Provider], *, replace: bool = False
+) -> None:
+    """Make `name:model` resolve to `factory(base_url=..., api_key=...)`.
+
+    A built-in name (`openai`, `anthropic`, ...) is refused unless `replace=True`: replacing
+    it by accident would send every `openai:` model of the process elsewhere.
+    """
+    if name in _BUILTIN and not replace:
+        raise ConfigurationError(
+            f"{name!r} is a built-in provider; pick another name, or pass replace=True "
+            "to replace it for the whole process"
+        )
     _REGISTRY[name] = factory
+
+
+def freeze_builtins() -> None:
+    """Mark every provider registered so far as built-in (called once, by the package)."""
+    global _BUILTIN
+    _BUILTIN = frozenset(_REGISTRY)
 
 
 def provider_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+#: The provider a bare model name most likely belongs to, by its first letters.
+_GUESSES: tuple[tuple[str, str], ...] = (
+    ("gpt-", "openai"),
+    ("chatgpt-", "openai"),
+    ("o1", "openai"),
+    ("o3", "openai"),
+    ("o4", "openai"),
+    ("claude", "anthropic"),
+    ("gemini", "gemini"),
+)
+
+
 def split_model(model: str) -> tuple[str, str]:
-    """`"openai:gpt-4o-mini"` -> `("openai", "gpt-4o-mini")`."""
+    """`"openai:gpt-4o-mini"` -> `("openai", "gpt-4o-mini")`.
+
+    Space around either part is dropped and a known provider's name is matched whatever its
+    case (`"OpenAI: gpt-4o"` is `("openai", "gpt-4o")`); a model with no provider prefix
+    (`"gpt-4o-mini"`, `"openai/gpt-4o-mini"`) is a `ConfigurationError` saying what to
+    write. A slash after a prefix is left alone: it is part of many model names.
+    """
     name, colon, model_name = model.partition(":")
+    name, model_name = name.strip(), model_name.strip()
     if not colon or not name or not model_name:
-        raise MultitaskError(
-            f"model must be 'provider:model_name' (providers: {', '.join(provider_names())}), "
-            f"not {model!r}"
-        )
+        raise ConfigurationError(_no_provider(model.strip()))
+    if name not in _REGISTRY and name.lower() in _REGISTRY:
+        name = name.lower()
     return name, model_name
+
+
+def _no_provider(model: str) -> str:
+    """The error for a model string that is not `provider:model_name`."""
+    known = ", ".join(provider_names())
+    head, slash, rest = model.partition("/")
+    if slash and rest and head.strip().lower() in _REGISTRY:
+        guess = f"{head.strip().lower()}:{rest.strip()}"
+    else:
+        bare = model.removesuffix(":").strip()
+        provider = next((p for start, p in _GUESSES if bare.lower().startswith(start)), None)
+        guess = f"{provider}:{bare}" if provider and bare else ""
+    hint = f"; did you mean {guess!r}?" if guess else ""
+    return f"model must be 'provider:model_name' (providers: {known}), not {model!r}{hint}"
 
 
 def get_provider(name: str, *, base_url: str | None, api_key: str | None) -> Provider:
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise MultitaskError(
-            f"unknown provider {name!r}; known: {', '.join(provider_names())}"
+        close = difflib.get_close_matches(name.lower(), _REGISTRY, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigurationError(
+            f"unknown provider {name!r}{hint}; known: {', '.join(provider_names())}"
         ) from None
     return factory(base_url=base_url, api_key=api_key)
+
+
+def unsupported_mode(provider: Provider, mode: object) -> ConfigurationError:
+    """The error for a mode `provider` lacks."""
+    return ConfigurationError(
+        f"the {provider.name!r} provider does not support mode {mode!r}; "
+        f"it supports {', '.join(sorted(provider.modes))}"
+    )
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

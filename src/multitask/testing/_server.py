@@ -12,7 +12,7 @@ import json
 import math
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeAlias
 from urllib.parse import parse_qsl
 
@@ -66,6 +66,19 @@ class RecordedRequest:
     model: str | None = None
     chunks_sent: int = 0
 
+    def __repr__(self) -> str:
+        """Every field, with the credentials a client sends shown as `[redacted]`: a test's
+        failure output or a log line must not carry an API key."""
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "headers":
+                value = _masked(value, _CREDENTIAL_HEADERS)
+            elif f.name == "query":
+                value = _masked(value, _CREDENTIAL_PARAMS)
+            shown.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
     @property
     def stream(self) -> bool:
         """Whether the request asked for a streamed answer (as its provider reads requests)."""
@@ -75,6 +88,17 @@ class RecordedRequest:
     def disconnected(self) -> bool:
         """Whether the client went away before the response was fully sent."""
         return self.client_disconnected.is_set()
+
+
+#: Where a client puts its credentials: these headers, and Gemini's `key` query parameter.
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie"}
+)
+_CREDENTIAL_PARAMS = frozenset({"key", "api_key", "api-key"})
+
+
+def _masked(values: dict[str, str], names: frozenset[str]) -> dict[str, str]:
+    return {k: "[redacted]" if k.lower() in names else v for k, v in values.items()}
 
 
 ScriptSource: TypeAlias = (

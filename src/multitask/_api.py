@@ -3,7 +3,8 @@
 Each takes what `Client` takes to reach the model (`model`, `base_url`, `api_key`, `headers`,
 `provider`, `http_client`) and any `Options` field. Like `Client`'s methods, each is
 overloaded so that a class gives its own type and anything else (a union, an `Annotated`)
-`Any`.
+`Any`; the overloads pass the keywords on as they are, and `Client` checks each one's name
+and type where it is called (`ConfigurationError`).
 """
 
 from __future__ import annotations
@@ -27,43 +28,12 @@ T = TypeVar("T")
 
 @overload
 def extract_stream(
-    item_type: type[MultiTaskModel[T]],
-    text: str | None,
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    provider: Provider | None = None,
-    http_client: httpx2.AsyncClient | None = None,
-    **options: Any,
+    item_type: type[MultiTaskModel[T]], text: str | None, **options: Any
 ) -> ItemStream[T]: ...
 @overload
-def extract_stream(
-    item_type: type[T],
-    text: str | None,
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    provider: Provider | None = None,
-    http_client: httpx2.AsyncClient | None = None,
-    **options: Any,
-) -> ItemStream[T]: ...
+def extract_stream(item_type: type[T], text: str | None, **options: Any) -> ItemStream[T]: ...
 @overload
-def extract_stream(
-    item_type: Any,
-    text: str | None,
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    provider: Provider | None = None,
-    http_client: httpx2.AsyncClient | None = None,
-    **options: Any,
-) -> ItemStream[Any]: ...
+def extract_stream(item_type: Any, text: str | None, **options: Any) -> ItemStream[Any]: ...
 def extract_stream(
     item_type: Any,
     text: str | None,
@@ -110,43 +80,12 @@ async def _owned(client: Client, stream: ItemStream[T]) -> AsyncGenerator[T, Non
 
 @overload
 async def extract(
-    item_type: type[MultiTaskModel[T]],
-    text: str | None,
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    provider: Provider | None = None,
-    http_client: httpx2.AsyncClient | None = None,
-    **options: Any,
+    item_type: type[MultiTaskModel[T]], text: str | None, **options: Any
 ) -> list[T]: ...
 @overload
-async def extract(
-    item_type: type[T],
-    text: str | None,
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    provider: Provider | None = None,
-    http_client: httpx2.AsyncClient | None = None,
-    **options: Any,
-) -> list[T]: ...
+async def extract(item_type: type[T], text: str | None, **options: Any) -> list[T]: ...
 @overload
-async def extract(
-    item_type: Any,
-    text: str | None,
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    provider: Provider | None = None,
-    http_client: httpx2.AsyncClient | None = None,
-    **options: Any,
-) -> list[Any]: ...
+async def extract(item_type: Any, text: str | None, **options: Any) -> list[Any]: ...
 async def extract(
     item_type: Any,
     text: str | None,
@@ -173,46 +112,12 @@ async def extract(
 
 @overload
 def extract_stream_sync(
-    item_type: type[MultiTaskModel[T]],
-    text: str | None,
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    provider: Provider | None = None,
-    http_client: httpx2.AsyncClient | None = None,
-    backend: str = "asyncio",
-    **options: Any,
+    item_type: type[MultiTaskModel[T]], text: str | None, **options: Any
 ) -> Iterator[T]: ...
 @overload
-def extract_stream_sync(
-    item_type: type[T],
-    text: str | None,
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    provider: Provider | None = None,
-    http_client: httpx2.AsyncClient | None = None,
-    backend: str = "asyncio",
-    **options: Any,
-) -> Iterator[T]: ...
+def extract_stream_sync(item_type: type[T], text: str | None, **options: Any) -> Iterator[T]: ...
 @overload
-def extract_stream_sync(
-    item_type: Any,
-    text: str | None,
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    provider: Provider | None = None,
-    http_client: httpx2.AsyncClient | None = None,
-    backend: str = "asyncio",
-    **options: Any,
-) -> Iterator[Any]: ...
+def extract_stream_sync(item_type: Any, text: str | None, **options: Any) -> Iterator[Any]: ...
 def extract_stream_sync(
     item_type: Any,
     text: str | None,
@@ -259,46 +164,12 @@ def extract_stream_sync(
 
 @overload
 def extract_sync(
-    item_type: type[MultiTaskModel[T]],
-    text: str | None,
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    provider: Provider | None = None,
-    http_client: httpx2.AsyncClient | None = None,
-    backend: str = "asyncio",
-    **options: Any,
+    item_type: type[MultiTaskModel[T]], text: str | None, **options: Any
 ) -> list[T]: ...
 @overload
-def extract_sync(
-    item_type: type[T],
-    text: str | None,
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    provider: Provider | None = None,
-    http_client: httpx2.AsyncClient | None = None,
-    backend: str = "asyncio",
-    **options: Any,
-) -> list[T]: ...
+def extract_sync(item_type: type[T], text: str | None, **options: Any) -> list[T]: ...
 @overload
-def extract_sync(
-    item_type: Any,
-    text: str | None,
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    provider: Provider | None = None,
-    http_client: httpx2.AsyncClient | None = None,
-    backend: str = "asyncio",
-    **options: Any,
-) -> list[Any]: ...
+def extract_sync(item_type: Any, text: str | None, **options: Any) -> list[Any]: ...
 def extract_sync(
     item_type: Any,
     text: str | None,
@@ -331,54 +202,15 @@ def extract_sync(
 
 @overload
 def extract_many_sync(
-    item_type: type[MultiTaskModel[T]],
-    documents: Documents,
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    provider: Provider | None = None,
-    http_client: httpx2.AsyncClient | None = None,
-    backend: str = "asyncio",
-    max_concurrency: int | None = None,
-    rpm: float | None = None,
-    tpm: float | None = None,
-    **options: Any,
+    item_type: type[MultiTaskModel[T]], documents: Documents, **options: Any
 ) -> Iterator[Result[T]]: ...
 @overload
 def extract_many_sync(
-    item_type: type[T],
-    documents: Documents,
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    provider: Provider | None = None,
-    http_client: httpx2.AsyncClient | None = None,
-    backend: str = "asyncio",
-    max_concurrency: int | None = None,
-    rpm: float | None = None,
-    tpm: float | None = None,
-    **options: Any,
+    item_type: type[T], documents: Documents, **options: Any
 ) -> Iterator[Result[T]]: ...
 @overload
 def extract_many_sync(
-    item_type: Any,
-    documents: Documents,
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    provider: Provider | None = None,
-    http_client: httpx2.AsyncClient | None = None,
-    backend: str = "asyncio",
-    max_concurrency: int | None = None,
-    rpm: float | None = None,
-    tpm: float | None = None,
-    **options: Any,
+    item_type: Any, documents: Documents, **options: Any
 ) -> Iterator[Result[Any]]: ...
 def extract_many_sync(
     item_type: Any,

@@ -12,12 +12,15 @@ document's faults, in order, at the end. The test checks:
 * no socket leaks (the process's open file descriptors), no task outlives the run;
 * no memory growth between a warm-up batch and the end of the full run (RSS, and the number
   of objects the garbage collector tracks);
-* the event loop never blocks long: a ticker sleeps 10 ms in a loop and records the excess.
-  The loop's own code must never run 50 ms without a break (the CPU time its thread used in
-  a tick, less the collector's); the wall-clock lag, which also holds the collector's full
-  collections and the time the OS gives other processes, is printed and only bounded loosely.
+* how long the event loop goes without a break is measured, not asserted: a ticker sleeps
+  10 ms in a loop and records the excess (the wall-clock lag, which also holds the
+  collector's full collections and the time the OS gives other processes), the CPU time the
+  loop's thread used in its busiest tick less the collector's, and the loop's longest single
+  step. Timed assertions flake on shared machines and depend on the machine's speed:
+  `benchmarks/bench_soak.py` runs this test and sets the figures beside the 50 ms goal.
 
-The figures are printed; run with `pytest -s` to see them.
+The figures are printed (run with `pytest -s` to see them) and, when `MULTITASK_SOAK_JSON`
+names a file, written there as JSON, one object per backend, appended.
 """
 
 from __future__ import annotations
@@ -65,8 +68,6 @@ FAULTS: dict[str, float] = {
     "stall": 0.02,
     "truncate": 0.02,
 }
-#: The longest the loop's code may run without a break (issue #8).
-MAX_LAG = 0.050
 
 
 class User(BaseModel):
@@ -163,6 +164,11 @@ def served() -> Iterator[Served]:
 
 
 # -- measuring the client ------------------------------------------------------------------------
+
+
+def append_line(path: str, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(line + "\n")
 
 
 def open_fds() -> int:
@@ -263,7 +269,13 @@ class Steps:
     gc: GCPauses
     worst: float = 0.0
     what: str = ""
+    steps: int = 0
     _start: tuple[float, float] | None = None
+
+    @property
+    def measured(self) -> bool:
+        """False where the hook saw no step: uvloop runs its callbacks in its own code."""
+        return self.steps > 0
 
     def before(self) -> None:
         self._start = (time.thread_time(), self.gc.cpu)
@@ -273,6 +285,7 @@ class Steps:
             return
         step = time.thread_time() - self._start[0] - (self.gc.cpu - self._start[1])
         self._start = None
+        self.steps += 1
         if step > self.worst:
             self.worst, self.what = step, _where(coro, name)
 
@@ -474,8 +487,12 @@ async def test_ten_thousand_documents_under_faults(served: Served, anyio_backend
         f">10/20/50/100 ms: {lag.over[10]}/{lag.over[20]}/{lag.over[50]}/{lag.over[100]}; "
         f"busiest tick on the loop's own CPU, less the collector's: {lag.code * 1000:.0f} ms\n"
         f"  longest single step of the loop (CPU, less the collector's): "
-        f"{steps.worst * 1000:.1f} ms, {steps.what}\n"
-        f"  gc: {pauses.full} full collections, longest pause {pauses.worst * 1000:.0f} ms "
+        + (
+            f"{steps.worst * 1000:.1f} ms, {steps.what}\n"
+            if steps.measured
+            else "not measured on this loop\n"
+        )
+        + f"  gc: {pauses.full} full collections, longest pause {pauses.worst * 1000:.0f} ms "
         f"(the most CPU one took: {pauses.worst_cpu * 1000:.0f} ms), {pauses.total:.1f} s in "
         f"all\n"
         f"  fds: before {fds_before}, at the end of the run (pool open) {fds_in_run}, after "
@@ -487,6 +504,27 @@ async def test_ten_thousand_documents_under_faults(served: Served, anyio_backend
         f"({DOCUMENTS / main_wall:.0f}/s, client CPU {main_cpu:.1f} s), {wall:.1f} s in all"
     )
 
+    report = os.environ.get("MULTITASK_SOAK_JSON")
+    if report:
+        figures = {
+            "backend": anyio_backend if isinstance(anyio_backend, str) else "uvloop",
+            "documents": DOCUMENTS,
+            "concurrency": CONCURRENCY,
+            "requests": requests,
+            "left": disconnects,
+            "documents_per_second": DOCUMENTS / main_wall,
+            "client_cpu": main_cpu,
+            "lag_max_ms": lag.worst * 1000,
+            "lag_p99_ms": lag.percentile(0.99) * 1000,
+            "busiest_tick_code_ms": lag.code * 1000,
+            "longest_step_ms": steps.worst * 1000 if steps.measured else None,
+            "longest_step": steps.what,
+            "gc_longest_pause_ms": pauses.worst * 1000,
+            "gc_longest_cpu_ms": pauses.worst_cpu * 1000,
+            "rss_growth_mib": (rss_after - rss_warm) / 1024,
+        }
+        append_line(report, json.dumps(figures))
+
     assert injected["truncate"] > 100
     assert injected["stall"] > 100
     assert injected["drop"] > 150
@@ -497,13 +535,3 @@ async def test_ten_thousand_documents_under_faults(served: Served, anyio_backend
     assert tasks_after == tasks_before, (tasks_before, tasks_after)
     assert rss_after - rss_warm < 32 * 1024, (rss_warm, rss_after)
     assert objects_after - objects_warm < 3_000, (objects_warm, objects_after)
-    # The goal, 50 ms (MAX_LAG), is asserted on what the loop's own code does: its longest
-    # step and its busiest tick, in CPU time of the loop's thread less the collector's (a
-    # few ms and about 10 ms when measured). The wall-clock lag, printed above (about 25 ms
-    # when measured), also holds the collector's full collections (their pause grows with
-    # the objects alive; a stream leaves no cyclic garbage of its own, see test_footprint)
-    # and the time the OS gives other processes on a shared machine: only a stall is
-    # asserted on that, since timed assertions on it would flake.
-    assert steps.worst < MAX_LAG, f"one step ran {steps.worst * 1000:.0f} ms: {steps.what}"
-    assert lag.code < MAX_LAG, f"the loop's code ran {lag.code * 1000:.0f} ms in one tick"
-    assert lag.worst < 10 * MAX_LAG, f"the event loop stalled for {lag.worst * 1000:.0f} ms"

@@ -168,7 +168,13 @@ def _short(value: object) -> str:
     return shown if len(shown) <= 60 else f"{shown[:57]}..."
 
 
-_PLAIN: Final[dict[Any, str]] = {float: "a number", int: "an integer", str: "a string"}
+_PLAIN: Final[dict[Any, str]] = {
+    float: "a number",
+    int: "an integer",
+    str: "a string",
+    # By name: openai sets `__module__` of what it re-exports (httpx2.Timeout) to "openai".
+    httpx2.Timeout: "httpx2.Timeout",
+}
 
 
 #: The keywords beside the options that a call may take, for "did you mean" (not options).

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 import multitask
 import multitask.providers
+from _exception_text import exception_text
 from multitask.testing import HostileServer, Reply
 from multitask.testing._http import Request
 
@@ -975,26 +976,6 @@ def echoing(how: str, vendor: str) -> Callable[[Request], Reply]:
         return Reply(headers=headers, body=[error])
 
     return reply
-
-
-def exception_text(exc: BaseException) -> str:
-    """str and repr of an exception and of every cause and context, their attributes, and the
-    traceback as Python prints it."""
-    import traceback
-
-    parts: list[str] = []
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        parts += [str(current), repr(current), repr(current.args)]
-        parts += [f"{k}={v!r}" for k, v in vars(current).items()]
-        todo += [current.__cause__, current.__context__]
-    parts += traceback.format_exception(exc)
-    return "\n".join(parts)
 
 
 @pytest.mark.parametrize(

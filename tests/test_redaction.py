@@ -8,7 +8,6 @@ errors (`StreamError`, `StreamDecodeError`, refusals), the pipeline's parse erro
 from __future__ import annotations
 
 import json
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from pydantic import BaseModel, TypeAdapter
 
 import multitask
+from _exception_text import exception_text
 from multitask._extraction import Extraction
 from multitask._redact import MIN_SECRET, REDACTED, Redactor
 from multitask.providers import (
@@ -35,24 +35,6 @@ TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.azure-ad"
 class User(BaseModel):
     name: str
     age: int
-
-
-def exception_text(exc: BaseException) -> str:
-    """str, repr, args and attributes of an exception and of every cause and context, and
-    the traceback as Python prints it."""
-    parts: list[str] = []
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        parts += [str(current), repr(current), repr(current.args)]
-        parts += [f"{k}={v!r}" for k, v in vars(current).items()]
-        todo += [current.__cause__, current.__context__]
-    parts += traceback.format_exception(exc)
-    return "\n".join(parts)
 
 
 def openai_error_event(message: str) -> bytes:

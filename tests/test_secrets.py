@@ -14,7 +14,6 @@ import os
 import secrets
 import ssl
 import sys
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import pytest
 from pydantic import BaseModel
 
 import multitask
+from _exception_text import exception_text
 from multitask._cli import main
 from multitask.testing import RecordedRequest, Script, ScriptedModelServer
 
@@ -85,24 +85,6 @@ class Key:
 
     def assert_absent(self, text: str, where: str) -> None:
         assert self.core not in text, f"the API key leaked into {where}: {text[:2000]}"
-
-
-def exception_text(exc: BaseException) -> str:
-    """str and repr of an exception and of every cause and context, its attributes, and the
-    traceback as Python prints it."""
-    parts: list[str] = []
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        parts += [str(current), repr(current), repr(current.args)]
-        parts += [f"{k}={v!r}" for k, v in vars(current).items()]
-        todo += [current.__cause__, current.__context__]
-    parts += traceback.format_exception(exc)
-    return "\n".join(parts)
 
 
 # -- files written -----------------------------------------------------------------------------

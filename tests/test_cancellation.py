@@ -468,9 +468,9 @@ async def test_closing_a_stream_leaves_no_generator_to_the_gc(
     finally:
         sys.set_asyncgen_hooks(*hooks)
     # What httpx's own iterators leave to the GC once closed is httpx's business (upstream);
-    # the iterator `_run` holds, and `_run` itself, must be closed.
+    # the iterator `Engine.run` holds, and `Engine.run` itself, must be closed.
     held = {
-        "Client._run",
+        "Engine.run",
         *(f"Response.aiter_{kind}" for kind in ("bytes", "raw", "text", "lines")),
     }
     assert held.isdisjoint(finalized), finalized

@@ -4,8 +4,8 @@
           -> PartialTaskParser -> ItemStarted / ItemUpdated / raw ItemDone -> ItemValidator
 
 `EventExtraction` is the sans-IO pipeline (the clock is an argument, so throttling is tested
-without sleeping); `extract_events` is its I/O loop, a sibling of `Client._run` that shares
-the client's connection pool, provider, options, retries and error translation.
+without sleeping); `extract_events` runs it through the client's `Engine` (connection pool,
+provider, options, retries and error translation), as `extract_stream` runs `Extraction`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, Union, cast
+from typing import Any, TypeVar, Union, cast
 
 from pydantic import TypeAdapter
 
+from ._engine import Engine, Prepared
 from ._extraction import Pipeline
 from ._partial import (
     DEFAULT_MAX_SNAPSHOT_VALUES,
@@ -32,9 +33,6 @@ from ._sse import DEFAULT_MAX_EVENT_BYTES
 from ._stream import ItemStream, StreamInfo
 from ._taskparser import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEM_BYTES
 from ._validation import InvalidItem, OnInvalid
-
-if TYPE_CHECKING:
-    from ._client import Client, _Prepared
 
 __all__ = [
     "DEFAULT_MIN_INTERVAL",
@@ -201,7 +199,7 @@ class EventStream(ItemStream[ExtractionEvent[T]]):
 
 
 def extract_events(
-    client: Client,
+    engine: Engine,
     item_type: type[T] | Any,
     text: str | None,
     *,
@@ -224,13 +222,13 @@ def extract_events(
     """
     if min_interval < 0:
         raise ValueError(f"min_interval must not be negative, not {min_interval}")
-    prepared: _Prepared[T] = client._prepare(item_type, text, options)
+    prepared: Prepared[T] = engine.prepare(item_type, text, options)
     opts = prepared.opts
 
     def new_pipeline() -> EventExtraction[T]:
         return EventExtraction(
             prepared.schema.item_adapter,
-            client.provider.decoder(prepared.spec.mode),
+            engine.provider.decoder(prepared.spec.mode),
             on_invalid=opts.on_invalid,
             validation_context=opts.validation_context,
             max_item_bytes=opts.max_item_bytes,
@@ -243,5 +241,5 @@ def extract_events(
 
     info = StreamInfo()
     item = getattr(prepared.schema, "item_type", item_type)
-    agen = client._run(prepared, info, new_pipeline)
-    return EventStream(agen, info, item_type=item, model=client.model)
+    agen = engine.run(prepared, info, new_pipeline)
+    return EventStream(agen, info, item_type=item, model=engine.model)

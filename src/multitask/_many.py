@@ -19,18 +19,16 @@ from collections.abc import (
 )
 from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 from anyio.abc import ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from ._engine import Engine
 from ._exceptions import ConfigurationError, MultitaskError
 from ._providers import Usage
 from ._stream import ItemStream
-
-if TYPE_CHECKING:
-    from ._client import Client
 
 __all__ = ["Documents", "Progress", "Result", "Results", "extract_many"]
 
@@ -107,7 +105,7 @@ class Results(Generic[T]):
 
 @asynccontextmanager
 async def extract_many(
-    client: Client,
+    engine: Engine,
     item_type: Any,
     documents: Documents,
     *,
@@ -121,10 +119,10 @@ async def extract_many(
         raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
     # What would fail every document (a bad option, a mode the provider lacks, an item type
     # that has no schema) is raised here, once, rather than as one failed `Result` each.
-    client._prepare(item_type, "", options)
+    engine.prepare(item_type, "", options)
     send, receive = anyio.create_memory_object_stream[Result[Any]](buffer)
     progress = Progress()
-    fanout = _Fanout(client, item_type, options, send, progress, on_progress)
+    fanout = _Fanout(engine, item_type, options, send, progress, on_progress)
     async with anyio.create_task_group() as tg:
         tg.start_soon(fanout.feed, documents, max_concurrency)
         try:
@@ -141,14 +139,14 @@ class _Fanout:
 
     def __init__(
         self,
-        client: Client,
+        engine: Engine,
         item_type: Any,
         options: Mapping[str, Any],
         send: ObjectSendStream[Result[Any]],
         progress: Progress,
         on_progress: Callable[[Progress], None] | None,
     ) -> None:
-        self.client = client
+        self.engine = engine
         self.item_type = item_type
         self.options = options
         self.send = send
@@ -178,7 +176,7 @@ class _Fanout:
         self._report()
         delivered = 0
         try:
-            stream: ItemStream[Any] = self.client._stream(
+            stream: ItemStream[Any] = self.engine.items(
                 self.item_type, text, self.options, resume=True
             )
             try:

@@ -19,7 +19,7 @@ from ._provider import (
     register_provider,
     split_model,
 )
-from ._request import HTTPRequest, Mode, RequestSpec
+from ._request import HTTPRequest, Mode, RequestSpec, TaskSchema
 
 freeze_builtins()
 
@@ -42,6 +42,7 @@ __all__ = [
     "Provider",
     "RequestSpec",
     "StreamDecoder",
+    "TaskSchema",
     "Usage",
     "get_provider",
     "provider_names",

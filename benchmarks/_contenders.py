@@ -26,7 +26,7 @@ from _common import Provider
 from multitask import MultiTask
 from multitask._providers import OpenAIChatDecoder
 from multitask._providers._anthropic import AnthropicDecoder
-from multitask._providers._base import StreamDecoder
+from multitask._providers._base import ProviderDecoder
 
 Loads = Callable[[bytes], Any]
 
@@ -43,7 +43,7 @@ def loaders() -> dict[str, Loads]:
     return out
 
 
-def _decoder(provider: Provider) -> StreamDecoder:
+def _decoder(provider: Provider) -> ProviderDecoder:
     return OpenAIChatDecoder("tool") if provider == "openai" else AnthropicDecoder("tool")
 
 

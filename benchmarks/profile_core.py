@@ -8,9 +8,9 @@ client does, and prints the functions that cost the most time of their own, with
 per event. cProfile adds its own cost to every Python call, so read the ranking and the
 shares, not the absolute times (`run.py` measures those without a profiler).
 
-`--no-templates` turns off the decoders' event templates, so that every event is parsed
-whole: the path of a stream whose events never repeat their shape (OpenAI chunks with an
-`obfuscation` field that changes at every event, say).
+`--no-templates` turns the fast paths off (as `MULTITASK_FASTPATH=0` does), so that every
+event is parsed whole: the path of a stream whose events never repeat their shape
+(OpenAI chunks with an `obfuscation` field that changes at every event, say).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import cProfile
 import pstats
 import sys
 
-import multitask._providers._base
+import multitask._fastpath
 from _common import PROVIDERS, parser_workloads, render
 from _contenders import run_multitask
 
@@ -34,7 +34,7 @@ def main() -> int:
     parser.add_argument("--no-templates", action="store_true", help="parse every event whole")
     args = parser.parse_args()
     if args.no_templates:
-        multitask._providers._base._TEMPLATE_BUDGET = 0
+        multitask._fastpath.ENABLED = False  # read by each decoder made from now on
     work = next(w for w in parser_workloads(False) if w.key == args.workload)
     events, _ = render(args.stream, work)
     run_multitask(args.stream, work.model, events)  # warm up: schemas, adapters

@@ -24,7 +24,7 @@ from multitask._exceptions import (
     RefusalError,
     StreamError,
 )
-from multitask._providers import AnthropicDecoder, OpenAIChatDecoder, StreamDecoder
+from multitask._providers import AnthropicDecoder, OpenAIChatDecoder, ProviderDecoder
 
 
 class User(BaseModel):
@@ -341,7 +341,7 @@ def test_truncated_stream_without_finish_reason() -> None:
     [(OpenAIChatDecoder(), "length"), (AnthropicDecoder(), "max_tokens")],
     ids=["openai", "anthropic"],
 )
-def test_truncated_by_the_token_limit(decoder: StreamDecoder, reason: str) -> None:
+def test_truncated_by_the_token_limit(decoder: ProviderDecoder, reason: str) -> None:
     extraction = Extraction(USER, decoder)
     cut = ARGS.index(compact(CY)) + 2
     assert names(extraction.feed_text(ARGS[:cut])) == ["Ann", "Bob"]

@@ -2,10 +2,13 @@
 
 * `SSEDecoder.feed` and `frames` cut events of the common shape out of the bytes by slicing;
   the reference is the same decoder reading every byte line by line (`GeneralSSE`).
-* A provider decoder that learned a template (`StreamDecoder.template`) reads an event by
-  parsing its answer string alone; the reference is a twin that never learns one.
+* A provider decoder that learned a template (`ProviderDecoder.template`) reads an event by
+  parsing its answer string alone; the reference is its twin made with the switch off
+  (`fast=False`), which never learns one.
 * `Extraction.feed_bytes` reads a whole event by that template extended over the SSE framing;
   the reference is the general per-event path (`ServerSentEvent`s, each event parsed whole).
+* Every provider's wire format, read with the switch on and off (`fast=True`, `fast=False`,
+  `MULTITASK_FASTPATH=0`): the same items, usage, finish reasons and errors.
 
 Every comparison is per feed: what came out, or the error raised (type and message), and the
 decoders' state after it.
@@ -14,6 +17,9 @@ decoders' state after it.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from functools import cache
@@ -28,14 +34,15 @@ from pydantic import BaseModel
 from multitask import MultiTask, MultitaskError
 from multitask._exceptions import EventTooLargeError
 from multitask._extraction import Extraction
+from multitask._fastpath import Template, drop_member
 from multitask._providers import (
     AnswerSource,
     AnthropicDecoder,
     GeminiDecoder,
     Mode,
     OpenAIChatDecoder,
+    ProviderDecoder,
     RequestSpec,
-    StreamDecoder,
     get_provider,
 )
 from multitask._sse import Frame, ServerSentEvent, SSEDecoder
@@ -216,7 +223,7 @@ def _request(provider: str, mode: Mode) -> dict[str, Any]:
 USERS = [{"name": f'user "{k}" \\ é', "age": k} for k in range(6)]
 
 #: name: (decoder class, answer source, provider, mode)
-CASES: dict[str, tuple[type[StreamDecoder], AnswerSource, str, Mode]] = {
+CASES: dict[str, tuple[type[ProviderDecoder], AnswerSource, str, Mode]] = {
     "openai-tool": (OpenAIChatDecoder, "tool", "openai", "tools"),
     "openai-auto": (OpenAIChatDecoder, "auto", "openai", "tools"),
     "openai-content": (OpenAIChatDecoder, "content", "openai", "json_schema"),
@@ -236,20 +243,27 @@ def stream(case: str, chunk_size: int = 4) -> tuple[bytes, ...]:
     return tuple(c.data for c in plan.chunks)
 
 
-def twins(case: str) -> tuple[StreamDecoder, StreamDecoder]:
-    """A decoder for `case`, and its reference twin, which never learns a template."""
+def twins(case: str) -> tuple[ProviderDecoder, ProviderDecoder]:
+    """A decoder for `case`, and its reference twin, the switch off: it never learns a
+    template."""
     cls, source, _, _ = CASES[case]
-    learner, reference = cls(source), cls(source)
-    reference._learn = 0
+    learner, reference = cls(source, fast=True), cls(source, fast=False)
+    assert reference._learn == 0
     return learner, reference
 
 
-def state(decoder: StreamDecoder) -> dict[str, Any]:
-    """Everything a decoder holds, but its template."""
-    return {k: v for k, v in vars(decoder).items() if k not in ("template", "_learn")}
+#: What the fast path keeps in a decoder, and nothing else does.
+FAST_STATE = ("template", "_learn", "fast", "_ignored")
 
 
-def same(learner: StreamDecoder, reference: StreamDecoder, data: bytes | str, name: str) -> None:
+def state(decoder: ProviderDecoder) -> dict[str, Any]:
+    """Everything a decoder holds, but its fast path's."""
+    return {k: v for k, v in vars(decoder).items() if k not in FAST_STATE}
+
+
+def same(
+    learner: ProviderDecoder, reference: ProviderDecoder, data: bytes | str, name: str
+) -> None:
     got = outcome(lambda: learner.data(data, name))
     assert got == outcome(lambda: reference.data(data, name))
     assert state(learner) == state(reference)
@@ -325,7 +339,7 @@ def test_any_string_in_a_template_reads_as_the_whole_event_does(
         for name, value in frames[start:]:
             same(learner, reference, value, name)
         return
-    prefix, suffix, _, _ = learner.template
+    prefix, suffix = learner.template.prefix, learner.template.suffix
     for fragment in fragments:
         same(learner, reference, prefix + fragment + suffix, "message")
     for name, value in frames[start:]:
@@ -356,12 +370,12 @@ def test_mutated_events_read_as_the_whole_events_do(case: str, data: st.DataObje
 
 def test_captured_streams_read_the_same_with_templates(wire: Path) -> None:
     for path in sorted(wire.glob("*/*.sse")):
-        cls: type[StreamDecoder] = (
+        cls: type[ProviderDecoder] = (
             AnthropicDecoder if path.parent.name == "anthropic" else OpenAIChatDecoder
         )
         for source in ("tool", "content", "auto", "calls"):
-            learner, reference = cls(source), cls(source)  # type: ignore[arg-type]
-            reference._learn = 0
+            learner = cls(source, fast=True)  # type: ignore[arg-type]
+            reference = cls(source, fast=False)  # type: ignore[arg-type]
             events = SSEDecoder()
             for name, value in events.frames(path.read_bytes()):
                 got = outcome(lambda: learner.data(value, name))  # noqa: B023
@@ -374,29 +388,68 @@ def test_openai_tool_template_spans_the_arguments_string() -> None:
     for name, value in payloads(stream("openai-tool")):
         learner.data(value, name)
     assert learner.template is not None
-    prefix, suffix, _, _ = learner.template
-    assert prefix.endswith(b'"arguments":"')
-    assert suffix.startswith(b'"}}]}')
+    assert learner.template.prefix.endswith(b'"arguments":"')
+    assert learner.template.suffix.startswith(b'"}}]}')
 
 
-def test_no_template_for_a_decoder_that_overrides_what_it_stands_in_for() -> None:
+def test_the_fast_hook_is_declared_not_guessed() -> None:
+    """A decoder reads by template when it has a fast hook and its switch is on: a subclass
+    that overrides `payload` or `read` keeps the hook it inherits (and reads the same)."""
+
     class Recording(OpenAIChatDecoder):
         def payload(self, obj: Any, event: str = "message") -> str:
             return super().payload(obj, event)
 
-    decoder = Recording("tool")
-    for name, value in payloads(stream("openai-tool")):
-        decoder.data(value, name)
-    assert decoder.template is None
-    assert GeminiDecoder("tool")._learn == 0  # no `_fragment`: never learns
+    class Declining(OpenAIChatDecoder):
+        answer_fragment = None  # type: ignore[assignment]
+
+    events = payloads(stream("openai-tool"))
+    for cls, learns in ((Recording, True), (OpenAIChatDecoder, True), (Declining, False)):
+        learner, reference = cls("tool"), cls("tool", fast=False)
+        for name, value in events:
+            same(learner, reference, value, name)
+        assert (learner.template is not None) is learns, cls
+        assert reference.template is None
+    assert GeminiDecoder.answer_fragment is None  # no hook: never learns
+    assert GeminiDecoder("tool")._learn == 0
+    assert OpenAIChatDecoder("tool", fast=False)._learn == 0
     assert OpenAIChatDecoder("tool")._learn > 0
+
+
+def test_the_switch_is_read_from_the_environment_once() -> None:
+    code = (
+        "import multitask._fastpath as f\n"
+        "from multitask._providers import AnthropicDecoder, OpenAIChatDecoder\n"
+        "print(f.ENABLED, OpenAIChatDecoder().fast, AnthropicDecoder(fast=True).fast)\n"
+    )
+    for value, expected in (
+        ("0", "False False True"),
+        ("1", "True True True"),
+        ("", "True True True"),
+    ):
+        env = {**os.environ, "MULTITASK_FASTPATH": value}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        assert out.stdout.split() == expected.split(), value
+
+
+def test_a_template_owns_its_slicing() -> None:
+    template = Template(b'{"a":"', b'","b":1}')
+    assert template.answer(b'{"a":"x\\"y","b":1}') == 'x"y'
+    assert template.answer(b'{"a":"","b":1}') == ""
+    assert template.answer(b'{"a":"x"y","b":1}') is None  # not one string: read it whole
+    assert template.answer(b'{"a":","b":1}') is None  # prefix and suffix overlap
+    assert template.answer(b'{"a":"x","b":2}') is None
+    framed = template.framed(b"data: ")
+    assert framed == Template(b'data: {"a":"', b'","b":1}\n\n')
+    assert framed.answer(b'data: {"a":"x","b":1}\n\n') == "x"
 
 
 def test_no_template_from_an_event_that_carries_more_than_its_fragment() -> None:
     """A chunk with a refusal beside its content: an empty content would let the refusal
     through, so the chunk is no template (and the refusal is read when it matters)."""
-    learner, reference = OpenAIChatDecoder("content"), OpenAIChatDecoder("content")
-    reference._learn = 0
+    learner, reference = OpenAIChatDecoder("content"), OpenAIChatDecoder("content", fast=False)
 
     def chunk(content: str, refusal: str | None = None) -> bytes:
         delta: dict[str, Any] = {"content": content}
@@ -422,7 +475,7 @@ def test_a_shape_error_ends_the_template() -> None:
     for name, value in frames[:20]:
         same(learner, reference, value, name)
     assert learner.template is not None
-    prefix, suffix, _, _ = learner.template
+    prefix, suffix = learner.template.prefix, learner.template.suffix
     bad = prefix + b"x" + suffix.replace(b'"finish_reason":null', b'"finish_reason":5')
     assert bad != prefix + b"x" + suffix
     for data in [bad, prefix + b"y" + suffix, *[v for _, v in frames[20:]]]:
@@ -516,7 +569,7 @@ def test_extraction_of_a_whole_stream_uses_the_template(case: str) -> None:
     extraction.raise_for_outcome()
     assert items == [User(**u) for u in USERS]
     assert extraction._template is not None
-    prefix, suffix, _, _ = extraction._template
+    prefix, suffix = extraction._template.prefix, extraction._template.suffix
     assert prefix.startswith((b"data: ", b"event: "))
     assert suffix.startswith(b'"')
     assert suffix.endswith(b"\n\n")
@@ -524,6 +577,8 @@ def test_extraction_of_a_whole_stream_uses_the_template(case: str) -> None:
 
 def test_extraction_whose_decoder_reads_whole_events_takes_the_general_path() -> None:
     class Seen(OpenAIChatDecoder):
+        WHOLE_EVENTS = True
+
         def event(self, event: ServerSentEvent) -> str:
             self.seen = getattr(self, "seen", 0) + 1
             return super().event(event)
@@ -570,7 +625,7 @@ def obfuscated(case: str, chunk_size: int = 4) -> tuple[bytes, ...]:
 def plain_reference(case: str, **limits: Any) -> Extraction[User]:
     """The general path, reading every member (no template, nothing dropped)."""
     extraction = reference_extraction(case, **limits)
-    extraction.decoder.IGNORED_LAST_MEMBER = None  # type: ignore[misc]
+    assert extraction.decoder._ignored is None  # the switch off: nothing dropped
     return extraction
 
 
@@ -586,7 +641,7 @@ def test_an_obfuscated_stream_is_read_by_one_template(case: str) -> None:
     extraction.raise_for_outcome()
     assert items == [User(**u) for u in USERS]
     assert extraction._template is not None
-    assert b"obfuscation" not in extraction._template[1]
+    assert b"obfuscation" not in extraction._template.suffix
     assert extraction.decoder._learn >= 6  # learned once or twice, not once per event
 
 
@@ -640,8 +695,6 @@ def test_dropping_the_member_keeps_what_the_json_means(
     """With or without the member, the text is valid JSON or not alike, and means the same
     but for that member; a value that is not plain (quotes, escapes, controls, non-ASCII)
     or an empty object keeps it. Also with a byte changed anywhere."""
-    from multitask._providers._base import drop_member
-
     body = json.dumps(obj, ensure_ascii=False)[:-1]  # without its closing brace
     data = f'{body}{before},"obfuscation":"{pad}"}}'.encode()
     if byte is not None:
@@ -660,3 +713,119 @@ def test_dropping_the_member_keeps_what_the_json_means(
     if byte is None and obj and before == "" and pad.isascii() and pad.isprintable():
         plain = '"' not in pad and "\\" not in pad
         assert (dropped != data) == plain  # a plain value is dropped, and only that
+
+
+# -- the switch: every provider's wire format, read with it on and off --------------------------
+
+#: Every wire format the scripted server speaks (Azure's is OpenAI's, with its own errors).
+WIRE_PROVIDERS = ("openai", "azure", "anthropic", "openai-responses", "gemini", "ollama")
+BAD_USER = {"name": "bad", "age": "old"}
+SWITCH_SCRIPTS: dict[str, Script] = {
+    "plain": Script(items=USERS, chunk_size=3),
+    "usage": Script(items=USERS, chunk_size=5, usage=(3, 4)),
+    "truncated": Script(items=USERS, chunk_size=4, truncate_after=70),
+    "filtered": Script(
+        items=USERS, chunk_size=4, truncate_after=50, finish_reason="content_filter"
+    ),
+    "refused": Script(items=USERS, chunk_size=4, truncate_after=30, refusal="no, sorry"),
+    "error event": Script(items=USERS, chunk_size=4, error_after=60),
+    "invalid item": Script(items=[USERS[0], BAD_USER, USERS[1]], chunk_size=6),
+    "one chunk": Script(items=USERS, chunk_size=10_000),
+}
+
+
+def _modes(provider: str) -> list[Mode]:
+    modes = get_provider(provider, base_url="http://x", api_key="k").modes
+    return sorted(m for m in modes if m != "functions")  # type: ignore[return-value]
+
+
+def _wire_events(provider: str, mode: Mode, script: Script) -> tuple[bytes, ...]:
+    spec = RequestSpec("m", MULTI, mode, "system", [{"role": "user", "content": "t"}])
+    request = dict(get_provider(provider, base_url="http://x", api_key="k").request(spec).json)
+    plan = _wire.stream_plan(provider, request, script, ids=_wire.Ids(3), now=0, model="m")
+    return tuple(c.data for c in plan.chunks)
+
+
+def _parsed_events(provider: str, events: tuple[bytes, ...]) -> list[dict[str, Any]]:
+    """The events' JSON, as an SDK would hand it over (`[DONE]` and the like dropped)."""
+    body = b"".join(events)
+    if provider == "ollama":
+        datas: list[bytes | str] = [line for line in body.split(b"\n") if line.strip()]
+    else:
+        datas = [value for _, value in SSEDecoder().frames(body + b"\n\n")]
+    out = []
+    for data in datas:
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+def _read(provider: str, mode: Mode, feed: str, pieces: list[Any], fast: bool) -> Any:
+    """Everything observable about reading `pieces` with the switch `fast`."""
+    decoder = get_provider(provider, base_url="http://x", api_key="k").decoder(mode)
+    decoder = type(decoder)(decoder.source, fast=fast)  # type: ignore[call-arg]
+    assert decoder.fast is fast
+    extraction = MULTI.extraction(decoder, on_invalid="skip" if feed == "skip" else "raise")
+    method = extraction.feed_payload if feed == "payload" else extraction.feed_bytes
+    seen = []
+    for piece in pieces:
+        seen.append(outcome(lambda p=piece: method(p)))
+        if seen[-1][0] == "error":
+            break
+    seen.append(outcome(extraction.close))
+    seen.append(outcome(extraction.raise_for_outcome))
+    usage = extraction.usage
+    return (
+        seen,
+        (usage.input_tokens, usage.output_tokens) if usage else None,
+        extraction.finish_reason,
+        extraction.delivered,
+        [(s.index, s.raw, str(s.error)) for s in extraction.skipped],
+        state(decoder),
+    )
+
+
+def _pieces(events: tuple[bytes, ...], size: int) -> list[bytes]:
+    body = b"".join(events)
+    return [body[k : k + size] for k in range(0, len(body), size)]
+
+
+@pytest.mark.parametrize("provider", WIRE_PROVIDERS)
+@pytest.mark.parametrize("script", list(SWITCH_SCRIPTS))
+def test_the_switch_changes_nothing_but_the_path(provider: str, script: str) -> None:
+    """Items, usage, finish reasons, skipped items and errors are the same with the fast
+    paths on and off, fed whole events, the whole body at once, pieces cut anywhere (as a
+    network cuts them), or parsed events."""
+    for mode in _modes(provider):
+        events = _wire_events(provider, mode, SWITCH_SCRIPTS[script])
+        feeds: dict[str, list[Any]] = {
+            "events": list(events),
+            "body": [b"".join(events)],
+            "pieces of 7": _pieces(events, 7),
+            "pieces of 173": _pieces(events, 173),
+            "payload": _parsed_events(provider, events),
+            "skip": list(events),
+        }
+        for feed, pieces in feeds.items():
+            on = _read(provider, mode, feed, pieces, fast=True)
+            off = _read(provider, mode, feed, pieces, fast=False)
+            assert on == off, (provider, mode, feed)
+
+
+def test_the_fast_path_is_taken_where_it_exists() -> None:
+    """With the switch on, the whole-event template reads most events of the providers that
+    have a fast hook (OpenAI chat, Anthropic); with it off, none."""
+    for provider, mode in (("openai", "tools"), ("anthropic", "tools"), ("openai", "json_schema")):
+        events = _wire_events(provider, mode, SWITCH_SCRIPTS["plain"])
+        for fast in (True, False):
+            decoder = get_provider(provider, base_url="http://x", api_key="k").decoder(mode)
+            decoder = type(decoder)(decoder.source, fast=fast)  # type: ignore[call-arg]
+            extraction = MULTI.extraction(decoder)
+            for event in events:
+                extraction.feed_bytes(event)
+            assert (extraction._template is not None) is fast
+            assert (decoder.template is not None) is fast

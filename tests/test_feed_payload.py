@@ -1,5 +1,6 @@
-"""`Pipeline.feed_payload` reads an event of the common shape by the decoder's `_quick_payload`,
-without `read`; the reference is the general path, every event read by `read` within `_feed`.
+"""`Pipeline.feed_payload` reads an event of the common shape by the decoder's fast hook
+(`answer_fragment`), without `read`; the reference is the same pipeline with the decoder's
+switch off (`fast=False`), every event read by `read` within `_feed`.
 
 Both are fed the same payloads: real captures (`../shared/wire`), streams the test server
 renders (finish reasons, refusals, cuts, error events, compatible servers' quirks, parallel
@@ -34,8 +35,8 @@ from multitask._providers import (
     GeminiDecoder,
     Mode,
     OpenAIChatDecoder,
+    ProviderDecoder,
     RequestSpec,
-    StreamDecoder,
     get_provider,
 )
 from multitask._sse import SSEDecoder
@@ -59,7 +60,7 @@ class User(BaseModel):
 
 
 MULTI = MultiTask(User)
-DECODERS: dict[str, type[StreamDecoder]] = {
+DECODERS: dict[str, type[ProviderDecoder]] = {
     "openai": OpenAIChatDecoder,
     "anthropic": AnthropicDecoder,
 }
@@ -68,14 +69,14 @@ Payload = dict[str, Any]
 
 
 class Quick:
-    """Wraps a pipeline's `_quick_payload`, counting the events it read."""
+    """Wraps a pipeline's fast hook, counting the events it read."""
 
-    def __init__(self, quick: Callable[[StreamDecoder, Mapping[str, Any]], str | None]) -> None:
+    def __init__(self, quick: Callable[[Mapping[str, Any]], str | None]) -> None:
         self.quick = quick
         self.read = 0
 
-    def __call__(self, decoder: StreamDecoder, payload: Mapping[str, Any]) -> str | None:
-        text = self.quick(decoder, payload)
+    def __call__(self, payload: Mapping[str, Any]) -> str | None:
+        text = self.quick(payload)
         self.read += text is not None
         return text
 
@@ -83,23 +84,24 @@ class Quick:
 def pipelines(
     provider: str, source: AnswerSource, *, events: bool = False, **options: Any
 ) -> tuple[Pipeline[Any, Any], Pipeline[Any, Any]]:
-    """A pipeline with the quick path (its `_quick` counting), and a twin without, for the
-    reference (fed by `general`)."""
+    """A pipeline with the quick path (its `_quick` counting), and a twin with the switch
+    off, for the reference (fed by `general`)."""
     cls = DECODERS[provider]
     made: list[Pipeline[Any, Any]] = []
-    for _ in range(2):
+    for fast_path in (True, False):
+        decoder = cls(source, fast=fast_path)  # type: ignore[call-arg]
         if events:
             pipeline: Pipeline[Any, Any] = EventExtraction(
-                TypeAdapter(User), cls(source), min_interval=0, **options
+                TypeAdapter(User), decoder, min_interval=0, **options
             )
             pipeline._now = 0.0  # type: ignore[attr-defined]
         else:
-            pipeline = MULTI.extraction(cls(source), **options)
+            pipeline = MULTI.extraction(decoder, **options)
         made.append(pipeline)
     fast, reference = made
     assert fast._quick is not None
+    assert reference._quick is None
     fast._quick = Quick(fast._quick)
-    reference._quick = None
     return fast, reference
 
 
@@ -116,8 +118,13 @@ def outcome(fn: Callable[[], Any]) -> Any:
         return ("error", type(exc), str(exc))
 
 
-def state(decoder: StreamDecoder) -> dict[str, Any]:
-    return {k: v for k, v in vars(decoder).items() if k not in ("template", "_learn")}
+def state(decoder: ProviderDecoder) -> dict[str, Any]:
+    """Everything a decoder holds, but its fast path's."""
+    return {
+        k: v
+        for k, v in vars(decoder).items()
+        if k not in ("template", "_learn", "fast", "_ignored")
+    }
 
 
 def compare(fast: Pipeline[Any, Any], reference: Pipeline[Any, Any], payloads: list[Any]) -> None:
@@ -519,13 +526,15 @@ def test_an_error_pends_after_the_items_before_it() -> None:
 
 
 def test_which_decoders_have_a_quick_path() -> None:
+    """The hook is declared: a decoder has it when its class defines `answer_fragment` and
+    its switch is on, whatever else a subclass overrides."""
+
     class Recording(OpenAIChatDecoder):
         def payload(self, obj: Mapping[str, Any], event: str = "message") -> str:
             return super().payload(obj, event)
 
-    class Own(Recording):
-        def _quick_payload(self, obj: Mapping[str, Any]) -> str | None:
-            return None
+    class Declining(Recording):
+        answer_fragment = None  # type: ignore[assignment]
 
     class Holding(AnthropicDecoder):
         def _content(self, text: str) -> str:
@@ -533,10 +542,23 @@ def test_which_decoders_have_a_quick_path() -> None:
 
     assert MULTI.extraction(OpenAIChatDecoder("tool"))._quick is not None
     assert MULTI.extraction(AnthropicDecoder("auto"))._quick is not None
-    assert MULTI.extraction(Recording("tool"))._quick is None  # overrides what it stands in for
-    assert MULTI.extraction(Holding("tool"))._quick is None
-    assert MULTI.extraction(Own("tool"))._quick is not None  # ... and its own quick path
+    assert MULTI.extraction(Recording("tool"))._quick is not None  # inherits the hook
+    assert MULTI.extraction(Holding("tool"))._quick is not None
+    assert MULTI.extraction(Declining("tool"))._quick is None  # declares it has none
+    assert MULTI.extraction(OpenAIChatDecoder("tool", fast=False))._quick is None  # switch off
     assert MULTI.extraction(GeminiDecoder("tool"))._quick is None  # has none
+
+
+def test_a_subclass_that_only_overrides_payload_reads_the_same() -> None:
+    class Recording(OpenAIChatDecoder):
+        def payload(self, obj: Mapping[str, Any], event: str = "message") -> str:
+            return super().payload(obj, event)
+
+    fast = MULTI.extraction(Recording("tool"))
+    reference = MULTI.extraction(Recording("tool", fast=False))
+    fast._quick = Quick(fast._quick)  # type: ignore[arg-type]
+    compare(fast, reference, rendered("openai", "tools", Script(items=USERS, chunk_size=3)))
+    assert fast._quick.read > 0
 
 
 @cache

@@ -56,8 +56,8 @@ from multitask._providers import (
     OllamaDecoder,
     OpenAIChatDecoder,
     OpenAIResponsesDecoder,
+    ProviderDecoder,
     RequestSpec,
-    StreamDecoder,
     get_provider,
 )
 from multitask.testing import Script, _wire
@@ -83,7 +83,7 @@ class User(BaseModel):
 
 
 MULTI = MultiTask(User)
-DECODERS: list[type[StreamDecoder]] = [
+DECODERS: list[type[ProviderDecoder]] = [
     OpenAIChatDecoder,
     AnthropicDecoder,
     OpenAIResponsesDecoder,
@@ -145,7 +145,7 @@ class Outcome:
         return None if self.error is None else type(self.error)
 
 
-def extract(decoder: StreamDecoder, chunks: list[bytes]) -> Outcome:
+def extract(decoder: ProviderDecoder, chunks: list[bytes]) -> Outcome:
     """Feed `chunks` to an `Extraction` until it raises, close it, and check the error contract.
 
     Only `MultitaskError`s are caught: anything else fails the test.
@@ -192,10 +192,10 @@ def _hashable(value: object) -> bool:
     return True
 
 
-_TOLERANT: dict[type[StreamDecoder], type[StreamDecoder]] = {}
+_TOLERANT: dict[type[ProviderDecoder], type[ProviderDecoder]] = {}
 
 
-def tolerant(cls: type[StreamDecoder]) -> type[StreamDecoder]:
+def tolerant(cls: type[ProviderDecoder]) -> type[ProviderDecoder]:
     """`cls`, but a payload that trips the known shape bug raises `KnownShapeBug`.
 
     Byte mutations of real streams now and then make an event that is valid JSON of the wrong
@@ -205,7 +205,7 @@ def tolerant(cls: type[StreamDecoder]) -> type[StreamDecoder]:
     test passes, fails as strict, and this wrapper should go.
     """
 
-    def payload(self: StreamDecoder, obj: Any, event: str = "message") -> str:
+    def payload(self: ProviderDecoder, obj: Any, event: str = "message") -> str:
         try:
             text = cls.payload(self, obj, event)
         except SHAPE_ERRORS as exc:
@@ -234,7 +234,7 @@ def known_bug(exc: BaseException) -> bool:
     return False
 
 
-def extract_tolerant(decoder: StreamDecoder, chunks: list[bytes]) -> Outcome:
+def extract_tolerant(decoder: ProviderDecoder, chunks: list[bytes]) -> Outcome:
     """`extract`, rejecting the example if it trips a known bug."""
     try:
         return extract(decoder, chunks)
@@ -711,7 +711,7 @@ def test_taskparser_cut_anywhere_gives_exactly_the_complete_items(
 @FUZZ
 @given(body=_bytes, data=st.data())
 def test_extraction_any_bytes(
-    decoder: type[StreamDecoder], source: AnswerSource, body: bytes, data: st.DataObject
+    decoder: type[ProviderDecoder], source: AnswerSource, body: bytes, data: st.DataObject
 ) -> None:
     with time_limit():
         whole = extract_tolerant(tolerant(decoder)(source), [body])
@@ -724,7 +724,7 @@ def test_extraction_any_bytes(
 @FUZZ
 @given(data=st.data())
 def test_extraction_mutated_streams(
-    decoder: type[StreamDecoder], source: AnswerSource, wire: Path, data: st.DataObject
+    decoder: type[ProviderDecoder], source: AnswerSource, wire: Path, data: st.DataObject
 ) -> None:
     """Real captures and rendered streams, mutated, whole and split: same items, same outcome."""
     ndjson = decoder.framing == "ndjson"
@@ -890,7 +890,7 @@ def test_extraction_mutation_keeps_the_items_before_it(
 
 # -- bugs found ------------------------------------------------------------------------------------
 
-SHAPES: list[tuple[type[StreamDecoder], AnswerSource, dict[str, Any]]] = [
+SHAPES: list[tuple[type[ProviderDecoder], AnswerSource, dict[str, Any]]] = [
     (OpenAIChatDecoder, "tool", {"choices": [1]}),
     (OpenAIChatDecoder, "tool", {"choices": {"0": {}}}),
     (OpenAIChatDecoder, "tool", {"choices": [{"delta": "x"}]}),
@@ -920,7 +920,7 @@ SHAPES: list[tuple[type[StreamDecoder], AnswerSource, dict[str, Any]]] = [
 ]
 
 
-def event_bytes(decoder: type[StreamDecoder], obj: Any) -> bytes:
+def event_bytes(decoder: type[ProviderDecoder], obj: Any) -> bytes:
     data = json.dumps(obj).encode()
     return data + b"\n" if decoder.framing == "ndjson" else b"data: " + data + b"\n\n"
 
@@ -931,7 +931,7 @@ def event_bytes(decoder: type[StreamDecoder], obj: Any) -> bytes:
     ids=[f"{d.__name__}-{s}-{json.dumps(o)[:40]}" for d, s, o in SHAPES],
 )
 def test_decoders_turn_any_event_shape_into_multitask_errors(
-    decoder: type[StreamDecoder], source: AnswerSource, obj: dict[str, Any]
+    decoder: type[ProviderDecoder], source: AnswerSource, obj: dict[str, Any]
 ) -> None:
     outcome = extract(decoder(source), [event_bytes(decoder, obj)])
     assert outcome.items == []
@@ -980,7 +980,7 @@ def test_decoders_turn_any_event_shape_into_multitask_errors(
     ]
 )
 def test_any_json_event_gives_only_multitask_errors(
-    decoder: type[StreamDecoder], source: AnswerSource, objs: list[dict[str, Any]]
+    decoder: type[ProviderDecoder], source: AnswerSource, objs: list[dict[str, Any]]
 ) -> None:
     with time_limit():
         extract(decoder(source), [event_bytes(decoder, o) for o in objs])

@@ -23,6 +23,7 @@ from multitask import (
     ItemUpdated,
     PartialTaskParser,
 )
+from multitask._exceptions import AnswerTooLargeError
 from multitask._providers import OpenAIChatDecoder
 from multitask.testing import Script, ScriptedModelServer
 
@@ -316,6 +317,26 @@ def test_items_under_the_limit_in_one_piece_over_it_are_delivered() -> None:
     events = feed_all(parser, [json.dumps({"tasks": items})])
     assert [e.item for e in events if isinstance(e, ItemDone)] == items
     assert parser.error is None
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        ['{"tasks": [' + ", ".join(['{"n": 1234567890}'] * 20) + "]}"],  # sent to the C parser
+        ['{"tasks": [{"s": "', "x" * 60, "x" * 60],  # held back: a string being written
+    ],
+    ids=["sent", "held"],
+)
+def test_answer_too_large_is_an_answer_too_large_error(pieces: list[str]) -> None:
+    """Over `max_answer_bytes` is `AnswerTooLargeError` (an `ItemTooLargeError` too); one
+    item over `max_item_bytes` is an `ItemTooLargeError` and not that."""
+    with pytest.raises(AnswerTooLargeError, match="the answer grew past 100 characters") as info:
+        feed_all(PartialTaskParser(max_answer_bytes=100), pieces)
+    assert isinstance(info.value, multitask.ItemTooLargeError)
+    _, error = feed_until_error(PartialTaskParser(max_item_bytes=10), pieces)
+    assert isinstance(error, multitask.ItemTooLargeError)
+    assert "item 0 is larger than 10 characters" in str(error)
+    assert not isinstance(error, AnswerTooLargeError)
 
 
 def test_an_item_too_deep_to_serialise_over_the_limit_in_one_piece() -> None:

@@ -30,7 +30,7 @@ from multitask._exceptions import (
     RefusalError,
     StreamError,
 )
-from multitask._providers import AnthropicDecoder, OpenAIChatDecoder, StreamDecoder
+from multitask._providers import AnthropicDecoder, OpenAIChatDecoder, ProviderDecoder
 from multitask._sse import SSEDecoder
 
 DICT = TypeAdapter(dict)
@@ -230,7 +230,7 @@ CAPTURES: dict[str, Capture] = {
 NAMES = sorted(CAPTURES)
 
 
-def decoder_for(name: str) -> StreamDecoder:
+def decoder_for(name: str) -> ProviderDecoder:
     return AnthropicDecoder() if name.startswith("anthropic/") else OpenAIChatDecoder()
 
 
@@ -280,7 +280,7 @@ def test_llamacpp_captures_give_their_items(wire: Path, name: str, piece: int) -
 # -- the decoders, driven directly ---------------------------------------------------------------
 
 
-def decode(name: str, data: bytes) -> tuple[StreamDecoder, str, list[str]]:
+def decode(name: str, data: bytes) -> tuple[ProviderDecoder, str, list[str]]:
     decoder = decoder_for(name)
     events = SSEDecoder().feed(data)
     texts = [decoder.event(event) for event in events]
@@ -387,10 +387,11 @@ def test_openai_refusal_is_refusal_error(wire: Path, name: str) -> None:
 
 
 class _Recorder:
-    """Mixin that records the answer text a decoder hands to the parser."""
+    """Mixin that records the answer text a decoder hands to the parser: every event goes
+    through `payload`, so it is made with its fast path off (see `ProviderDecoder`)."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(fast=False)  # type: ignore[call-arg]
         self.texts: list[str] = []
         self.held = ""
 
@@ -962,3 +963,17 @@ def test_anthropic_error_event_before_any_item_raises_at_once() -> None:
     with pytest.raises(StreamError) as info:
         extraction.feed_bytes(data[0])
     assert info.value.error_type == "overloaded_error"
+
+
+def test_stream_decoder_is_a_deprecated_alias() -> None:
+    """`StreamDecoder`, the old name of `ProviderDecoder`, works for one more release."""
+    import multitask._providers as providers
+    from multitask._providers import _base
+
+    for module in (providers, _base):
+        with pytest.warns(DeprecationWarning, match="StreamDecoder is deprecated"):
+            assert module.StreamDecoder is ProviderDecoder  # type: ignore[attr-defined]
+    with pytest.warns(DeprecationWarning, match="now ProviderDecoder"):
+        from multitask._providers import StreamDecoder  # noqa: F401
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        providers.Nope  # type: ignore[attr-defined]  # noqa: B018

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import multitask._preamble as preamble_module
 from multitask import TaskParser as PublicTaskParser
 from multitask._exceptions import (
+    AnswerTooLargeError,
     IncompleteOutputError,
     ItemTooLargeError,
     MalformedOutputError,
@@ -194,6 +195,26 @@ def test_inline_json_after_prose_found_at_close() -> None:
     assert parser.close() == [1, 2]
     assert parser.error is None
     assert parser.items_emitted == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "begins"),
+    [
+        ('{"tasks": [1]}', True),
+        ("  [1, 2]", True),
+        ('Here they are:\n{"tasks": [1]}', True),
+        ("Here they are:\n\t  [1, 2]", True),
+        ('```json\n{"tasks": [1]}\n```', True),
+        ("Sure.\n```\n[1]\n```", True),
+        ("I will list them [all] {now}", False),
+        ("no JSON here\nat all", False),
+    ],
+)
+def test_json_start_is_the_rule_the_preamble_follows(text: str, begins: bool) -> None:
+    """`JSON_START` (what a decoder asks of message text) agrees with `Preamble` (what the
+    parsers skip): JSON begins where a line opens an object or array, or after a fence."""
+    assert bool(preamble_module.JSON_START.search(text)) is begins
+    assert bool(preamble_module.Preamble(1000).find(text)) is begins
 
 
 def test_text_after_json_ignored() -> None:
@@ -640,6 +661,19 @@ def test_answer_too_large_items_before_stand() -> None:
     assert items == [{"n": 1234567890}] * len(items)
     assert parser.items_emitted == len(items)
     assert isinstance(info.value, MalformedOutputError)
+
+
+@pytest.mark.parametrize("size", [8, 1000])
+def test_answer_too_large_is_an_answer_too_large_error(size: int) -> None:
+    """Over `max_answer_bytes` is `AnswerTooLargeError`, which `except ItemTooLargeError`
+    still catches; one item over `max_item_bytes` is an `ItemTooLargeError` and not that."""
+    text = '{"tasks": [' + ", ".join(['{"n": 1234567890}'] * 20) + "]}"
+    with pytest.raises(AnswerTooLargeError, match="grew past 100") as info:
+        feed_all(TaskParser(max_answer_bytes=100), chunked(text, size), [])
+    assert isinstance(info.value, ItemTooLargeError)
+    with pytest.raises(ItemTooLargeError, match="item 0 is larger than 10") as item:
+        feed_all(TaskParser(max_item_bytes=10), chunked(text, size), [])
+    assert not isinstance(item.value, AnswerTooLargeError)
 
 
 def test_answer_under_limit_passes() -> None:

@@ -35,13 +35,12 @@ from ._exceptions import (
 )
 from ._extraction import Extraction
 from ._many import Progress, Result, Results
-from ._multitask import MultiTask, MultiTaskModel
 from ._patch import patch
 from ._providers import (
     HTTPRequest,
     Provider,
+    ProviderDecoder,
     RequestSpec,
-    StreamDecoder,
     Usage,
     provider_names,
     register_openai_compatible,
@@ -51,6 +50,7 @@ from ._ratelimit import RateLimiter
 from ._schema import SchemaError
 from ._sse import ServerSentEvent, SSEDecoder
 from ._stream import ItemStream, StreamInfo
+from ._taskmodel import MultiTask, MultiTaskModel
 from ._taskparser import TaskParser
 from ._transport import StreamingTransport
 from ._validation import InvalidItem, OnInvalid
@@ -87,6 +87,7 @@ __all__ = [
     "PartialTaskParser",
     "Progress",
     "Provider",
+    "ProviderDecoder",
     "ProviderError",
     "RateLimiter",
     "RefusalError",
@@ -98,7 +99,6 @@ __all__ = [
     "SchemaError",
     "ServerSentEvent",
     "StreamDecodeError",
-    "StreamDecoder",
     "StreamError",
     "StreamInfo",
     "StreamingTransport",

@@ -17,9 +17,9 @@ import httpx2
 
 from ._client import Client
 from ._many import Documents, Result
-from ._multitask import MultiTaskModel
 from ._providers import Provider
 from ._stream import ItemStream
+from ._taskmodel import MultiTaskModel
 
 __all__ = ["extract", "extract_many_sync", "extract_stream", "extract_stream_sync", "extract_sync"]
 

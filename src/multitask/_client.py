@@ -21,12 +21,12 @@ from ._engine import Engine
 from ._events import EventStream, extract_events
 from ._exceptions import ConfigurationError
 from ._many import Documents, Progress, Results, extract_many
-from ._multitask import MultiTaskModel
 from ._options import DEFAULT_OPTIONS, DEFAULT_TIMEOUT, Options, merge_options
 from ._providers import Provider, get_provider, split_model
 from ._providers._provider import unsupported_mode
 from ._ratelimit import RateLimiter
 from ._stream import ItemStream
+from ._taskmodel import MultiTaskModel
 
 __all__ = ["DEFAULT_TIMEOUT", "Client", "Options"]
 

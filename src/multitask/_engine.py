@@ -29,13 +29,13 @@ from ._body import open_body, read_error_body, unbind
 from ._exceptions import APIStatusError, MultitaskError, ProviderError
 from ._extraction import Extraction, Pipeline
 from ._httperrors import HTTPX2_ERRORS, name_request, translate
-from ._multitask import MultiTask, MultiTaskModel
 from ._options import DEFAULT_TIMEOUT, Options, merge_options
 from ._prompt import build_messages, default_system
 from ._providers import HTTPRequest, Provider, RequestSpec, TaskSchema
 from ._ratelimit import RateLimiter
 from ._retry import Replay, backoff, retry_delay
 from ._stream import ItemStream, StreamInfo
+from ._taskmodel import MultiTask, MultiTaskModel
 from ._transport import StreamingTransport
 
 __all__ = ["Engine", "Prepared", "schema_for"]

@@ -1,6 +1,6 @@
 """Extraction events: each item as it starts, grows and completes, for UIs that show progress.
 
-    bytes -> SSEDecoder -> ServerSentEvent -> StreamDecoder -> answer text
+    bytes -> SSEDecoder -> ServerSentEvent -> ProviderDecoder -> answer text
           -> PartialTaskParser -> ItemStarted / ItemUpdated / raw ItemDone -> ItemValidator
 
 `EventExtraction` is the sans-IO pipeline (the clock is an argument, so throttling is tested
@@ -28,7 +28,7 @@ from ._partial import (
     ItemUpdated,
     PartialTaskParser,
 )
-from ._providers._base import StreamDecoder, Usage
+from ._providers._base import ProviderDecoder, Usage
 from ._sse import DEFAULT_MAX_EVENT_BYTES
 from ._stream import ItemStream, StreamInfo
 from ._taskparser import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEM_BYTES
@@ -88,7 +88,7 @@ class EventExtraction(Pipeline[T, ExtractionEvent[T]]):
     def __init__(
         self,
         item_type: TypeAdapter[T],
-        decoder: StreamDecoder,
+        decoder: ProviderDecoder,
         *,
         on_invalid: OnInvalid = "raise",
         validation_context: Any = None,

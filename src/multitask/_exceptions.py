@@ -8,6 +8,7 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AnswerTooLargeError",
     "ConfigurationError",
     "ContentFilterError",
     "EventTooLargeError",
@@ -74,6 +75,10 @@ class MalformedOutputError(MultitaskError):
 
 class ItemTooLargeError(MalformedOutputError):
     """One item, or the whole answer, grew past the configured size limit."""
+
+
+class AnswerTooLargeError(ItemTooLargeError):
+    """The whole answer grew past `max_answer_bytes` (an `ItemTooLargeError`, as it was)."""
 
 
 class ItemValidationError(MultitaskError):

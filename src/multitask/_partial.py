@@ -13,6 +13,9 @@ escape sequence cut at the end of a fragment held back until it is whole, and de
 C parser will decode it (an unpaired surrogate escape is `?`), so each is a prefix of the
 next. A snapshot is a deep copy, so its cost grows with the item: automatic updates
 (`update()`) stop for an item past `max_snapshot_values` values, until its `ItemDone`.
+
+What it shares with `TaskParser` (limits, finding the JSON, the list's structure, closing, the
+wording of errors) is in `_answerparser`.
 """
 
 from __future__ import annotations
@@ -24,25 +27,26 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, Union
 
 import ijson  # type: ignore[import-untyped]
-from ijson.utils import sendable_list  # type: ignore[import-untyped]
 
-from ._exceptions import (
-    IncompleteOutputError,
-    ItemTooLargeError,
-    MalformedOutputError,
-    MultitaskError,
-)
-from ._jsontext import FF_VT_NOTE, has_ff_vt, mend_surrogates, strict_whitespace
-from ._preamble import Preamble
-from ._taskparser import (
-    _TRAILING_GARBAGE,
+from ._answerparser import (
     DEFAULT_MAX_ANSWER_BYTES,
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_ITEM_BYTES,
+    DONE,
+    END_ARRAY,
+    END_MAP,
+    JSON,
+    MAP_KEY,
+    PREAMBLE,
     SEND_SLICE,
-    _yajl_message,
+    START_ARRAY,
+    START_MAP,
+    TRAILING_GARBAGE,
+    AnswerParser,
     item_size,
 )
+from ._exceptions import MultitaskError
+from ._jsontext import FF_VT_NOTE, has_ff_vt, mend_surrogates, strict_whitespace
 
 __all__ = [
     "DEFAULT_MAX_SNAPSHOT_VALUES",
@@ -90,8 +94,6 @@ class ItemDone(Generic[T]):
 #: What `PartialTaskParser` returns: an item began, grew, or is complete (raw, unvalidated).
 PartialEvent = Union[ItemStarted, ItemUpdated, ItemDone[Any]]  # noqa: UP007
 
-# Parser states.
-_PREAMBLE, _JSON, _DONE = 0, 1, 2
 # What the string being written is: outside any item, a key, or a value (or an item itself).
 _OTHER, _KEY, _VALUE = 0, 1, 2
 
@@ -99,11 +101,11 @@ _OTHER, _KEY, _VALUE = 0, 1, 2
 _scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 _QUOTE_OR_BACKSLASH = re.compile(r'["\\]')
 _SURROGATE = re.compile("[\ud800-\udfff]")  # encoded with "replace", each becomes ?
-_STARTS = frozenset({"start_map", "start_array"})
-_ENDS = frozenset({"end_map", "end_array"})
+_STARTS = frozenset({START_MAP, START_ARRAY})
+_ENDS = frozenset({END_MAP, END_ARRAY})
 
 
-class PartialTaskParser:
+class PartialTaskParser(AnswerParser[PartialEvent]):
     """Push parser for `{"tasks": [item, ...]}` or a bare `[item, ...]` that shows items growing.
 
     `feed(text)` returns the events that fragment caused: `ItemStarted` when an item begins,
@@ -122,44 +124,22 @@ class PartialTaskParser:
 
     __slots__ = (
         "_changed",
-        "_coro",
-        "_depth",
-        "_error",
-        "_escape",
-        "_fed",
         "_held",
         "_held_len",
-        "_in_items",
-        "_in_string",
         "_index",
-        "_item_limit",
-        "_item_start",
-        "_items_depth",
         "_keys",
-        "_max_answer_bytes",
-        "_max_depth",
-        "_max_item_bytes",
         "_max_values",
         "_measure_from",
         "_partial_strings",
-        "_preamble",
         "_quiet",
-        "_raw_events",
-        "_root_key",
-        "_saw_tasks",
         "_slots",
         "_stack",
         "_started",
-        "_state",
         "_str_kind",
         "_str_ok",
         "_str_parts",
         "_str_tail",
         "_values",
-        "_whole",
-        "bare_array",
-        "error",
-        "items_emitted",
     )
 
     def __init__(
@@ -173,35 +153,20 @@ class PartialTaskParser:
         whole: bool = False,
         first_index: int = 0,
     ) -> None:
+        super().__init__(
+            max_item_bytes=max_item_bytes,
+            max_answer_bytes=max_answer_bytes,
+            max_depth=max_depth,
+            whole=whole,
+        )
         self._partial_strings = partial_strings
-        self._max_item_bytes = max_item_bytes
-        self._max_answer_bytes = max_answer_bytes
-        self._max_depth = max_depth
         self._max_values = max_snapshot_values
-        self._whole = whole
-        self._state = _PREAMBLE
-        self._preamble = Preamble(max_item_bytes)
-        self._coro: Any = None
-        self._raw_events: list[tuple[str, Any]] = sendable_list()
-        self._error: MultitaskError | None = None  # raised on the next call, after the events
-        # Text handed to the C parser, and text held back: a string still being written.
-        self._fed = 0
+        # Text held back from the C parser: a string still being written.
         self._held: list[str] = []
         self._held_len = 0
-        self._item_start = 0  # value of _fed when the last item was completed
         # While the text being parsed could hold an item over the limit (more than the limit
         # came in since the last item was completed): that `_item_start`, else -1.
         self._measure_from = -1
-        # Lexical state at the end of all text seen.
-        self._in_string = False
-        self._escape = False
-        # Structure outside the items: open containers, the root object's last key.
-        self._depth = 0
-        self._items_depth = 0
-        self._item_limit = 0  # how deep an item may nest, within `max_depth`
-        self._in_items = False
-        self._root_key: str | None = None
-        self._saw_tasks = False
         # The item in progress: its open containers (root first), the pending key of each
         # (None: a key comes next), and where each sits in its parent.
         self._stack: list[Any] = []
@@ -217,22 +182,6 @@ class PartialTaskParser:
         self._str_tail = ""  # an escape sequence cut by the end of a fragment
         self._str_ok = True
         self._quiet = False  # the string about to complete is already shown in full
-        #: After `close()`: None if the answer was whole, else what was wrong with it.
-        self.error: MultitaskError | None = None
-        #: True when the answer is a bare top-level array rather than an object.
-        self.bare_array = False
-        #: How many items were completed so far.
-        self.items_emitted = 0
-
-    @property
-    def done(self) -> bool:
-        """True once the top-level JSON value closed (or an error ended the parse)."""
-        return self._state == _DONE
-
-    @property
-    def truncated(self) -> bool:
-        """After `close()`: True when the answer stopped before its list was closed."""
-        return isinstance(self.error, IncompleteOutputError)
 
     @property
     def in_progress(self) -> int | None:
@@ -245,16 +194,16 @@ class PartialTaskParser:
         """Take the next fragment of the answer; return the events it caused."""
         if self._error is not None:
             raise self._error
-        if self._state == _DONE or not text:
+        if self._state == DONE or not text:
             return []
         events: list[PartialEvent] = []
         try:
-            if self._state == _PREAMBLE:
+            if self._state == PREAMBLE:
                 text = self._find_json(text)
             if text:
                 self._feed_json(text, events)
         except MultitaskError as exc:
-            self._state = _DONE
+            self._state = DONE
             if not events:
                 raise
             self._error = exc  # hand out the events first; raise on the next call
@@ -268,7 +217,7 @@ class PartialTaskParser:
     def update(self) -> ItemUpdated | None:
         """A snapshot of the item in progress, if it changed since the last one (and holds at
         most `max_snapshot_values` values: copying a larger one would stall the caller)."""
-        if not self._changed or self._state != _JSON or self._values > self._max_values:
+        if not self._changed or self._state != JSON or self._values > self._max_values:
             return None
         self._changed = False
         return ItemUpdated(self._index, self.snapshot())
@@ -295,61 +244,20 @@ class PartialTaskParser:
                 node.append(growing)
         return root
 
-    def close(self) -> list[PartialEvent]:
-        """Say the answer ended; return the events that causes (usually none).
+    # -- closing (`AnswerParser.close`) ---------------------------------------------------------
 
-        Never raises: afterwards `error` is None when the answer was whole, or what was wrong.
-        """
-        events: list[PartialEvent] = []
-        try:
-            if self._error is not None:
-                raise self._error
-            if self._state == _PREAMBLE:
-                text = self._preamble.end()
-                self._start_json(text[0])
-                self._feed_json(text, events)
-            if self._state == _JSON and self._held:
-                text = "".join(self._held)
-                self._held.clear()
-                self._held_len = 0
-                self._send(text, events)
-            if self._state == _JSON:
-                self._state = _DONE
-                try:
-                    self._coro.close()
-                except ijson.common.JSONError as exc:
-                    if _TRAILING_GARBAGE not in str(exc):
-                        where = "the item" if self._whole else "the list"
-                        raise IncompleteOutputError(
-                            f"the answer ended inside {where}, after "
-                            f"{self.items_emitted} complete item(s)",
-                            items_delivered=self.items_emitted,
-                        ) from None
-                finally:
-                    self._handle(events)
-            if not (self.bare_array or self._whole or self._saw_tasks or self.items_emitted):
-                raise MalformedOutputError("the answer's JSON object has no 'tasks' list")
-        except MultitaskError as exc:
-            self._state = _DONE
-            self.error = exc
-        return events
+    def _end_text(self, text: str, out: list[PartialEvent]) -> None:
+        self._feed_json(text, out)
 
-    # -- finding the JSON ----------------------------------------------------------------------
+    def _end_held(self, out: list[PartialEvent]) -> None:
+        if self._held:
+            text = "".join(self._held)
+            self._held.clear()
+            self._held_len = 0
+            self._send(text, out)
 
-    def _find_json(self, text: str) -> str:
-        """Skip prose and a markdown fence; return the text from the JSON's opener on, or ''."""
-        rest = self._preamble.find(text)
-        if rest:
-            self._start_json(rest[0])
-        return rest
-
-    def _start_json(self, opener: str) -> None:
-        self.bare_array = opener == "[" and not self._whole
-        self._items_depth = 0 if self._whole else 1 if self.bare_array else 2
-        self._item_limit = self._max_depth - self._items_depth
-        self._in_items = self._whole
-        self._coro = ijson.basic_parse_coro(self._raw_events, use_float=True)
-        self._state = _JSON
+    def _end_events(self, out: list[PartialEvent]) -> None:
+        self._handle(out)
 
     # -- feeding the C parser ------------------------------------------------------------------
 
@@ -385,7 +293,7 @@ class PartialTaskParser:
         if chunk:
             self._send(chunk, events)
         self._quiet = False
-        if cut < len(text) and self._state == _JSON:
+        if cut < len(text) and self._state == JSON:
             rest = text[cut:]  # from the opening quote of a string not yet closed
             self._held.append(rest)
             self._held_len = len(rest)
@@ -444,11 +352,7 @@ class PartialTaskParser:
         too_much = self._fed - self._item_start > self._max_item_bytes
         self._measure_from = self._item_start if too_much else -1
         if self._fed > self._max_answer_bytes:
-            self._state = _DONE
-            raise ItemTooLargeError(
-                f"the answer grew past {self._max_answer_bytes} characters "
-                f"after {self.items_emitted} item(s)"
-            )
+            self._answer_too_large()
         # Every string in `text` is whole (see `_feed_json`): no escape is cut.
         if "\\" in text:
             text = mend_surrogates(text)[0]
@@ -463,44 +367,32 @@ class PartialTaskParser:
                 self._handle(events)
         except (ijson.common.JSONError, UnicodeDecodeError) as exc:
             self._handle(events)  # the events before the bad spot still count
-            self._state = _DONE
+            self._state = DONE
             message = str(exc)
-            if _TRAILING_GARBAGE in message:
+            if TRAILING_GARBAGE in message:
                 return  # the JSON value closed; what follows is prose
-            raise MalformedOutputError(
-                f"malformed JSON in the answer (within characters {offset}-{self._fed} of the "
-                f"JSON text, after {self.items_emitted} item(s)): {_yajl_message(message)}"
-                f"{note}",
-                offset=offset,
-            ) from None
+            raise self._malformed(message, offset, 0, note) from None
 
     def _check_size(self) -> None:
         seen = self._fed + self._held_len
         if seen > self._max_answer_bytes:
-            self._state = _DONE
-            raise ItemTooLargeError(
-                f"the answer grew past {self._max_answer_bytes} characters "
-                f"after {self.items_emitted} item(s)"
-            )
+            self._answer_too_large()
         if seen - self._item_start > self._max_item_bytes:
-            self._state = _DONE
-            raise ItemTooLargeError(
-                f"item {self.items_emitted} is larger than {self._max_item_bytes} characters"
-            )
+            self._too_large()
 
     # -- building items from the C parser's events ---------------------------------------------
 
     def _handle(self, events: list[PartialEvent]) -> None:
-        raw = self._raw_events
+        raw = self._raw
         if not raw:
             return
         stack = self._stack
         for event, value in raw:
             if stack:
-                if event == "map_key":
+                if event == MAP_KEY:
                     self._keys[-1] = value
                 elif event in _STARTS:
-                    child: Any = {} if event == "start_map" else []
+                    child: Any = {} if event == START_MAP else []
                     self._slots.append(self._attach(child))
                     stack.append(child)
                     self._keys.append(None)
@@ -521,15 +413,14 @@ class PartialTaskParser:
                     else:
                         self._changed = True
             else:
-                self._outer(event, value, events)
+                self._outside(event, value, events)
         raw.clear()
 
-    def _outer(self, event: str, value: Any, events: list[PartialEvent]) -> None:
+    def _outside(self, event: str, value: Any, events: list[PartialEvent]) -> None:
         """An event outside any item: the start of one, or the structure around the list."""
-        depth = self._depth
-        if self._in_items and depth == self._items_depth:
+        if self._in_items and self._depth == self._items_depth:
             if event in _STARTS:
-                root: Any = {} if event == "start_map" else []
+                root: Any = {} if event == START_MAP else []
                 self._stack.append(root)
                 self._keys.append(None)
                 self._slots.append(None)
@@ -541,40 +432,16 @@ class PartialTaskParser:
                 if self._item_limit < 1:
                     self._too_deep()
                 return
-            if event == "end_array":
+            if event == END_ARRAY:
                 self._in_items = False
-                self._depth = depth - 1
+                self._depth -= 1
                 return
-            if event != "map_key":  # a scalar item
+            if event != MAP_KEY:  # a scalar item
                 if not self._started:
                     events.append(ItemStarted(self._index))
                 self._complete(value, events)
                 return
-        if event == "map_key":
-            if depth == 1:
-                self._root_key = value
-        elif event == "start_array":
-            if (depth == 0 and self.bare_array) or (
-                depth == 1 and not self.bare_array and self._root_key == "tasks"
-            ):
-                self._in_items = True
-                self._saw_tasks = True
-            self._depth = depth + 1
-            if depth + 1 > self._max_depth:
-                self._too_deep()
-        elif event == "start_map":
-            self._depth = depth + 1
-            if depth + 1 > self._max_depth:
-                self._too_deep()
-        elif event in _ENDS:
-            self._depth = depth - 1
-
-    def _too_deep(self) -> None:
-        self._state = _DONE
-        raise MalformedOutputError(
-            f"the answer's JSON is nested deeper than {self._max_depth} levels "
-            f"(after {self.items_emitted} item(s)); raise max_depth to read it"
-        )
+        self._structure(event, value, 0)
 
     def _attach(self, value: Any) -> Any:
         """Put a value into the innermost open container; return where it went."""
@@ -605,10 +472,7 @@ class PartialTaskParser:
         """Raise `ItemTooLargeError` if the item's JSON is larger than the limit (as
         `TaskParser._within_limit` does): it came in one piece with more text than the limit."""
         if item_size(item, self._fed - self._measure_from) > self._max_item_bytes:
-            self._state = _DONE
-            raise ItemTooLargeError(
-                f"item {self.items_emitted} is larger than {self._max_item_bytes} characters"
-            )
+            self._too_large()
 
     # -- the string being written --------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from ._multitask import MultiTask, MultiTaskModel
+from ._taskmodel import MultiTask, MultiTaskModel
 
 __all__ = ["patch"]
 

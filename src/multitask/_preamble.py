@@ -3,7 +3,8 @@
 Models sometimes write a sentence or a ```json fence before the JSON they were asked for.
 `Preamble` holds what comes before the JSON's opening bracket and hands back the text from
 that bracket on, once it has come. Both task parsers (`TaskParser`, `PartialTaskParser`) use
-it; it does no I/O.
+it, and `JSON_START` is the same rule for a stream decoder choosing between message text and
+a tool call; it does no I/O.
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ import re
 
 from ._exceptions import ItemTooLargeError, MalformedOutputError
 
-__all__ = ["Preamble", "excerpt"]
+__all__ = ["JSON_START", "Preamble", "excerpt"]
 
 # Where JSON begins after prose: a fence line, or a line that opens an object or array.
-_FENCE = re.compile(r"```[^\n`]*\n")
-_LINE_OPENER = re.compile(r"(?:^|\n)[ \t]*([\[{])")
+_FENCE_MARK = "```"
+_OPENER_LINE = r"(?:^|\n)[ \t]*([\[{])"
+_FENCE = re.compile(_FENCE_MARK + r"[^\n`]*\n")
+_LINE_OPENER = re.compile(_OPENER_LINE)
 _ANY_OPENER = re.compile(r"[\[{]")
+#: The same rule as a test of text that may not be complete yet: a match says JSON may begin
+#: here (a line opens an object or array, or a fence begins). A decoder deciding whether
+#: message text is the answer searches with it, so that it and `Preamble` agree on what
+#: counts as JSON; like `Preamble`, search from the last line of text that had no match.
+JSON_START = re.compile(f"{_OPENER_LINE}|{_FENCE_MARK}")
 
 
 class Preamble:

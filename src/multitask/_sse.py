@@ -151,11 +151,10 @@ class SSEDecoder:
                 and end < self._max_event_bytes
             ):
                 return [(self._head_name, data[start:end])]
-            single = self._single(data)
-            if single is not None:
-                return [single]
             before: list[Frame] = []
+            alone = True  # `data` may be one whole event, read alone
         else:
+            alone = False
             events, data = self._complete(data)
             before = [(e.event, e.data) for e in events]
             if not data or self._error is not None:
@@ -166,10 +165,17 @@ class SSEDecoder:
         if split is None:
             return self._checked(before + [(e.event, e.data) for e in self._lines(data)])
         frames, tail = split
-        out: list[Frame] = [*before, *frames]
         if tail:
-            out += [(e.event, e.data) for e in self._lines(tail)]
-        return out
+            return [*before, *frames, *[(e.event, e.data) for e in self._lines(tail)]]
+        if alone and len(frames) == 1:
+            # One whole event, read alone: keep how it began, to recognise the next by it.
+            name, value = frames[0]
+            start = len(data) - 2 - len(value)
+            self.head = data[:start]
+            self._head_size = start
+            self._head_name = name
+            return [(name, value)]
+        return [*before, *frames]
 
     def end(self) -> list[ServerSentEvent]:
         """Say the stream ended. An event not followed by a blank line is discarded, per spec
@@ -199,32 +205,6 @@ class SSEDecoder:
             return self._lines(data), b""
         cut += 2
         return self._lines(data[:cut]), data[cut:]
-
-    def _single(self, data: bytes) -> tuple[str, bytes] | None:
-        """With nothing pending: `data` as one whole event of the common shape, or None.
-
-        Its start (up to its data) is kept, to recognise the next event by it.
-        """
-        end = len(data) - 2
-        if data[end:] != b"\n\n" or _CR in data or end >= self._max_event_bytes:
-            return None
-        if data.startswith(b"data: "):
-            start = 6
-            name = _MESSAGE
-        elif data.startswith(b"event: "):
-            nl = data.find(b"\n", 7)
-            if not data.startswith(b"data: ", nl + 1):
-                return None
-            start = nl + 7
-            name = _name(data[7:nl])
-        else:
-            return None
-        if data.find(b"\n", start) != end:
-            return None
-        self.head = data[:start]
-        self._head_size = start
-        self._head_name = name
-        return name, data[start:end]
 
     def _split(self, data: bytes) -> tuple[list[tuple[str, bytes]], bytes] | None:
         """With nothing pending: the whole events at the start of `data` as `(type, raw data

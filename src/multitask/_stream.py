@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from ._multitask import task_name
 from ._providers._base import Usage
+from ._taskmodel import task_name
 from ._validation import InvalidItem
 
 __all__ = ["ItemStream", "StreamInfo"]

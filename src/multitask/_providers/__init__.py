@@ -3,9 +3,11 @@
 Importing this package registers the built-in providers.
 """
 
+from typing import Any
+
 from ._anthropic import Anthropic, AnthropicDecoder
 from ._azure import AzureOpenAI
-from ._base import AnswerSource, StreamDecoder, Usage
+from ._base import AnswerSource, ProviderDecoder, Usage, deprecated_name
 from ._compatible import PRESETS, register_openai_compatible
 from ._gemini import Gemini, GeminiDecoder
 from ._ollama import Ollama, OllamaDecoder
@@ -40,8 +42,8 @@ __all__ = [
     "OpenAIResponses",
     "OpenAIResponsesDecoder",
     "Provider",
+    "ProviderDecoder",
     "RequestSpec",
-    "StreamDecoder",
     "TaskSchema",
     "Usage",
     "get_provider",
@@ -50,3 +52,8 @@ __all__ = [
     "register_provider",
     "split_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated names, kept for one release (`StreamDecoder` is now `ProviderDecoder`)."""
+    return deprecated_name(__name__, name)

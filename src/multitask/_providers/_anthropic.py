@@ -9,14 +9,14 @@ from pydantic_core import to_json
 
 from .._exceptions import StreamError
 from .._prompt import json_instructions
-from ._base import AnswerSource, StreamDecoder, Usage
+from ._base import AnswerSource, ProviderDecoder, Usage
 from ._provider import Provider, register_provider
 from ._request import RequestSpec
 
 __all__ = ["Anthropic", "AnthropicDecoder"]
 
 
-class AnthropicDecoder(StreamDecoder):
+class AnthropicDecoder(ProviderDecoder):
     """Decodes `message_start` ... `message_stop` events.
 
     The answer is the first `tool_use` block's `input_json_delta` fragments (a text block
@@ -26,8 +26,8 @@ class AnthropicDecoder(StreamDecoder):
     TRUNCATED = frozenset({"max_tokens", "model_context_window_exceeded"})
     REFUSED = frozenset({"refusal"})
 
-    def __init__(self, source: Any = "auto") -> None:
-        super().__init__(source)
+    def __init__(self, source: Any = "auto", *, fast: bool | None = None) -> None:
+        super().__init__(source, fast=fast)
         self._block: int | None = None  # index of the tool_use block that is the answer
         self._text_blocks: set[int] = set()
         self._call_blocks: set[Any] = set()  # under "calls": every tool_use block
@@ -97,40 +97,17 @@ class AnthropicDecoder(StreamDecoder):
             )
         return ""
 
-    def _quick_payload(self, obj: Mapping[str, Any]) -> str | None:
-        """The answer text of a `content_block_delta` of the answer (see `_fragment`), which
-        `read` would return changing nothing; else None: read it whole. `payload`'s own
-        lookups, in its order; never raises (an odd event is `read`'s)."""
-        try:
-            if obj.get("type") != "content_block_delta":
-                return None
-            delta = obj["delta"]
-            index = obj.get("index")
-            dtype = delta.get("type")
-            if dtype == "input_json_delta":
-                if index in self._call_blocks or index != self._block:
-                    return None
-                text = delta.get("partial_json")
-            elif dtype == "text_delta" and index in self._text_blocks:
-                if self.source != "content":  # `_content` would hold the text back
-                    return None
-                text = delta.get("text")
-            else:
-                return None
-            return text if type(text) is str else None
-        except Exception:
+    def answer_fragment(self, obj: Mapping[str, Any]) -> str | None:
+        """The fast hook (see `ProviderDecoder`): a `content_block_delta` of the answer, the
+        tool block's `input_json_delta` (outside parallel mode, where no block is the
+        answer), or a text block's `text_delta` once the text is the answer."""
+        if obj.get("type") != "content_block_delta":
             return None
-
-    def _fragment(self, obj: Mapping[str, Any]) -> str | None:
-        """A `content_block_delta` of the answer: the tool block's `input_json_delta` (outside
-        parallel mode), or a text block's `text_delta` once the text is the answer."""
-        delta = obj.get("delta")
-        if obj.get("type") != "content_block_delta" or type(delta) is not dict:
-            return None
-        index = obj.get("index")
+        delta = obj["delta"]
         dtype = delta.get("type")
+        index = obj.get("index")
         if dtype == "input_json_delta":
-            if self.source == "calls" or self._block is None or index != self._block:
+            if index != self._block or self._block is None:
                 return None
             text = delta.get("partial_json")
         elif dtype == "text_delta" and self.source == "content" and index in self._text_blocks:
@@ -208,7 +185,7 @@ class Anthropic(Provider):
             body["temperature"] = spec.temperature
         return body
 
-    def make_decoder(self, source: AnswerSource) -> StreamDecoder:
+    def make_decoder(self, source: AnswerSource) -> ProviderDecoder:
         return AnthropicDecoder(source)
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from pydantic_core import from_json
 
+from .. import _fastpath
 from .._exceptions import (
     ContentFilterError,
     IncompleteOutputError,
@@ -16,31 +17,13 @@ from .._exceptions import (
     RefusalError,
     StreamDecodeError,
 )
+from .._fastpath import Template, drop_member, learn_template
+from .._preamble import JSON_START
 from .._redact import Redactor
 from .._sse import ServerSentEvent
 
-__all__ = ["AnswerSource", "StreamDecoder", "Usage"]
+__all__ = ["AnswerSource", "ProviderDecoder", "Usage"]
 
-# Where JSON may begin in message text: a line that opens an object or array, or a fence.
-_JSON_START = re.compile(r"(?:^|\n)[ \t]*[\[{]|```")
-
-# One JSON string token, quotes included. Scanning valid JSON from its start, every match is
-# a string token of the document: outside strings a quote can only open one.
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-# What a template's string is replaced with to prove it is the one the answer text comes from.
-_PROBE = rb"\u0001~\\"
-_PROBE_TEXT = "\x01~\\"
-# The value of a member a decoder ignores (`IGNORED_LAST_MEMBER`): plain printable ASCII, no
-# quote or backslash, so it is the whole string token whatever surrounds it.
-_PLAIN = re.compile(rb"[ !#-\[\]-~]*")
-# The bytes a JSON value can end with: what must come before the member dropped, so that the
-# object keeps a member (`{}` stays `{}`, and `{,...}` is never made valid).
-_VALUE_END = frozenset(b'"}]0123456789el')
-# How many event templates a decoder may learn (each costs a few parses: bounded, so a stream
-# whose events never repeat, with a changing field, costs nothing after the first few).
-_TEMPLATE_BUDGET = 8
-# The methods a template stands in for: a subclass that overrides one reads every event.
-_TEMPLATED = ("payload", "read", "data", "_fragment", "_tool", "_content", "_call")
 
 #: Where the answer is in the stream: a tool call's arguments, the message text, whichever
 #: shows up first (for reading streams whose request we did not build), or many tool calls,
@@ -73,14 +56,34 @@ def _count(value: Any) -> int:
         return 0
 
 
-class StreamDecoder:
+class ProviderDecoder:
     """Turns one provider's stream events into the answer's JSON text, plus how it ended.
 
-    Subclasses implement `payload`, which takes one parsed event and returns the answer text it
-    carries ('' for none), updating `finish_reason`, `usage` and `refusal` as they go by, and
-    raising `StreamError` for an error event. The errors it raises (and `outcome_error`
-    returns) go through `redactor`, set by the provider that made it, so that credentials a
-    server echoed in an event never reach a message.
+    The decoder contract:
+
+    * `payload(obj, event)`, which subclasses implement, takes one parsed event and returns the
+      answer text it carries ('' for none), updating `finish_reason`, `usage` and `refusal` as
+      they go by, and raising `StreamError` for an error event. `read` guards it: an event of
+      the wrong shape is a `StreamDecodeError`.
+    * `answer_fragment(obj)`, the one fast hook, optional (None: every event is read by
+      `read`). Defined, it returns the answer text `read(obj)` would return when reading `obj`
+      would change nothing (no finish reason, usage, refusal, error, tool call picked, text
+      held back), and returns it that way for every event that differs from `obj` only in
+      that text's value, from now on; for any other event it declines: None (or an
+      exception, for an event of an odd shape). It must change nothing. With it, an event of
+      a shape seen before is read by parsing its answer string alone (`_fastpath.Template`),
+      and a parsed event without `read` (`Pipeline.feed_payload`). A subclass that overrides
+      `payload` to do more on such events must decline them too; a decoder that must see
+      every event in `payload` (one that records them, say) is made with `fast=False`.
+    * `fast=False` (or `MULTITASK_FASTPATH=0` in the environment) reads every event by `read`:
+      the same results, by the general path.
+    * `WHOLE_EVENTS`: set it for a decoder that overrides `event` to read an event's `id` or
+      `retry`; the pipeline then hands it every `ServerSentEvent` whole. Otherwise it calls
+      `data` with each event's data and type.
+
+    The errors it raises (and `outcome_error` returns) go through `redactor`, set by the
+    provider that made it, so that credentials a server echoed in an event never reach a
+    message.
     """
 
     #: How the response body is framed: server-sent events, or one JSON object per line.
@@ -93,12 +96,19 @@ class StreamDecoder:
     REFUSED: ClassVar[frozenset[str]] = frozenset()
     #: A member that `payload` never reads, whose value changes at every event, and that the
     #: provider puts last (OpenAI's `obfuscation` padding), as its bytes up to the value:
-    #: `,"obfuscation":"`. Events are read without it (`drop_member`), so that one template
-    #: (see `_learn_template`) matches them all.
+    #: `,"obfuscation":"`. On the fast path events are read without it (`drop_member`), so
+    #: that one template matches them all.
     IGNORED_LAST_MEMBER: ClassVar[bytes | None] = None
+    #: Whether the pipeline hands this decoder whole `ServerSentEvent`s (`event`), for one
+    #: that reads their `id` or `retry`; else it calls `data` with their data and type.
+    WHOLE_EVENTS: ClassVar[bool] = False
+    #: The fast hook (see the class docstring): a method in a subclass that has one.
+    answer_fragment: Callable[[Mapping[str, Any]], str | None] | None = None
 
-    def __init__(self, source: AnswerSource = "auto") -> None:
+    def __init__(self, source: AnswerSource = "auto", *, fast: bool | None = None) -> None:
         self.source: AnswerSource = source
+        #: Whether this decoder takes its fast paths (None: `MULTITASK_FASTPATH`, default on).
+        self.fast: bool = _fastpath.ENABLED if fast is None else fast
         #: The provider's finish reason, once it sent one.
         self.finish_reason: str | None = None
         #: Token usage, once reported.
@@ -112,11 +122,11 @@ class StreamDecoder:
         self._held = ""  # message text held back: see `_content`
         self._tool_seen = False
         #: The bytes around the answer string of the events that carry the answer, once they
-        #: were seen to differ only in that string (see `_learn_template`): (prefix, suffix,
-        #: len(prefix), len(suffix)). An event's data that starts and ends with them is read
-        #: by parsing that string alone.
-        self.template: tuple[bytes, bytes, int, int] | None = None
-        self._learn = _TEMPLATE_BUDGET if _templates_apply(type(self)) else 0
+        #: were seen to differ only in that string (see `_fastpath.learn_template`).
+        self.template: Template | None = None
+        fast_path = self.fast and self.answer_fragment is not None
+        self._learn = _fastpath.TEMPLATE_BUDGET if fast_path else 0
+        self._ignored = self.IGNORED_LAST_MEMBER if fast_path else None
         #: Replaces the client's credentials in the errors made here (None: nothing to hide).
         self.redactor: Redactor | None = None
 
@@ -135,23 +145,15 @@ class StreamDecoder:
 
         An event that matches a learned template is read by parsing its answer string alone.
         """
-        member = self.IGNORED_LAST_MEMBER
-        if member is not None and type(data) is bytes and data.endswith(b'"}'):
-            data = drop_member(data, member, len(data) - 1)
-        template = self.template
-        if template is not None and type(data) is bytes:
-            prefix, suffix, head, tail = template
-            if data.startswith(prefix) and data.endswith(suffix):
-                try:
-                    # The answer string, its quotes included (the last byte of the prefix and
-                    # the first of the suffix): one short C parse instead of the whole event's.
-                    # (Were the prefix and suffix to overlap, this would be `"` or nothing.)
-                    text = from_json(data[head - 1 : len(data) - tail + 1])
-                except ValueError:
-                    pass  # not one JSON string (a quote or a bad escape inside): read it all
-                else:
-                    if type(text) is str:
-                        return text
+        if type(data) is bytes:
+            member = self._ignored
+            if member is not None and data.endswith(b'"}'):
+                data = drop_member(data, member, len(data) - 1)
+            template = self.template
+            if template is not None:
+                text = template.answer(data)
+                if text is not None:
+                    return text
         if isinstance(data, bytes) and not data.isascii():
             data = data.decode("utf-8", "replace")  # as the text of the event would be
         try:
@@ -174,44 +176,16 @@ class StreamDecoder:
         """Event data that is not JSON: an error (a provider's end marker, in a subclass)."""
         raise StreamDecodeError(f"event data is not JSON: {data[:80]!r}")
 
-    def _fragment(self, obj: Mapping[str, Any]) -> str | None:
-        """For a subclass that can read events by template: the answer text of an event that
-        `payload` just read, if `payload` would read any event that differs from it only in
-        that text's value the same way from now on, returning that value and changing
-        nothing; else None. Must not change anything, nor raise."""
-        return None
-
     def _learn_template(self, data: bytes, obj: dict[str, Any], text: str) -> None:
-        """Learn the bytes around this event's answer string, to read the next events of the
-        same shape (the same bytes but that string) by parsing that string alone.
-
-        Why that is exact: a JSON string token cannot hold an unescaped quote, so in
-        `prefix + X + suffix`, where `"X"` alone parses as a string, the string token opened
-        by the prefix's last byte ends at the suffix's first byte, whatever X is, and every
-        other token is as in the learned event. The event then parses as the learned one
-        did, that one string's value aside, and `_fragment` vouches that `payload` would
-        return that value and change nothing. A probe (the learned bytes with another
-        string there) proves the string is the one the answer text comes from.
-        """
-        try:
-            if self._fragment(obj) != text or text == _PROBE_TEXT or not data.isascii():
-                return
-            self._learn -= 1
-            tried = 0
-            for token in reversed(list(_STRING.finditer(data))):
-                start, end = token.span()
-                if from_json(data[start:end]) != text:
-                    continue
-                prefix, suffix = data[: start + 1], data[end - 1 :]
-                probe = from_json(prefix + _PROBE + suffix)
-                if type(probe) is dict and self._fragment(probe) == _PROBE_TEXT:
-                    self.template = (prefix, suffix, len(prefix), len(suffix))
-                    return
-                tried += 1
-                if tried == 2:
-                    return
-        except (ValueError, LookupError, TypeError, AttributeError):
+        """Learn a template from this event (`read` just read it as `text`), if it is one."""
+        hook = self.answer_fragment
+        if hook is None:
             return
+        counted, template = learn_template(hook, data, obj, text)
+        if counted:
+            self._learn -= 1
+        if template is not None:
+            self.template = template
 
     def read(self, obj: Mapping[str, Any], event: str = "message") -> str:
         """`payload`, guarded: an event of the wrong shape is a `StreamDecodeError`, never a
@@ -273,7 +247,7 @@ class StreamDecoder:
         # JSON starts a line or follows a fence, as the task parser has it: a bracket in
         # prose ("I'll list them [all]") before a tool call must not take the answer. The
         # held text before had no match, so search from its last line only.
-        if _JSON_START.search(held, max(self._held.rfind("\n"), 0)):
+        if JSON_START.search(held, max(self._held.rfind("\n"), 0)):
             self.source = "content"
             self._held = ""
             return held
@@ -322,30 +296,19 @@ class StreamDecoder:
         return None
 
 
-def drop_member(data: bytes, member: bytes, end: int) -> bytes:
-    """`data` without its member `member + V + '"'` just before `data[end]`, the object's
-    closing brace, where V is plain string content (`_PLAIN`); else `data` as it is.
-
-    JSON text ending in that member parses as the same text without it, plus that member
-    (a string token cannot hold an unescaped quote, so the quotes of `member` and V's closing
-    one are tokens of their own), and the other way round as long as a value ends before it
-    (`_VALUE_END`): one is valid JSON exactly when the other is.
-    """
-    start = data.rfind(member, 0, end)
-    if (
-        start > 0
-        and data[end - 1] == 0x22  # '"'
-        and data[start - 1] in _VALUE_END
-        and _PLAIN.fullmatch(data, start + len(member), end - 1)
-    ):
-        return data[:start] + data[end:]
-    return data
+#: Old names of this module's classes, kept for one release: old name -> new name.
+_DEPRECATED = {"StreamDecoder": "ProviderDecoder"}
 
 
-def _templates_apply(cls: type[StreamDecoder]) -> bool:
-    """Whether `cls` reads events by template: it has a `_fragment` and overrides none of
-    the methods (`_TEMPLATED`) of the class that defined it."""
-    owner = next((k for k in cls.__mro__ if "_fragment" in vars(k)), StreamDecoder)
-    if owner is StreamDecoder:
-        return False
-    return all(getattr(cls, name) is getattr(owner, name) for name in _TEMPLATED)
+def deprecated_name(module: str, name: str) -> Any:
+    """For a module's `__getattr__`: what the deprecated `name` stands for now, with a
+    `DeprecationWarning` pointing at the code that used it; else the usual AttributeError."""
+    new = _DEPRECATED.get(name)
+    if new is None:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    warnings.warn(f"{name} is deprecated: it is now {new}", DeprecationWarning, stacklevel=3)
+    return globals()[new]
+
+
+def __getattr__(name: str) -> Any:
+    return deprecated_name(__name__, name)

@@ -10,14 +10,14 @@ from pydantic_core import to_json
 from .._exceptions import ContentFilterError, StreamError
 from .._prompt import json_instructions
 from .._schema import SchemaError, gemini_schema
-from ._base import AnswerSource, StreamDecoder, Usage
+from ._base import AnswerSource, ProviderDecoder, Usage
 from ._provider import Provider, register_provider
 from ._request import RequestSpec
 
 __all__ = ["Gemini", "GeminiDecoder"]
 
 
-class GeminiDecoder(StreamDecoder):
+class GeminiDecoder(ProviderDecoder):
     """Decodes `GenerateContentResponse` chunks.
 
     With a response schema the answer streams as text parts. A function call arrives whole,
@@ -29,8 +29,8 @@ class GeminiDecoder(StreamDecoder):
         {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
     )
 
-    def __init__(self, source: AnswerSource = "auto") -> None:
-        super().__init__(source)
+    def __init__(self, source: AnswerSource = "auto", *, fast: bool | None = None) -> None:
+        super().__init__(source, fast=fast)
         self._called = False
         self._calls_seen = 0
 
@@ -156,7 +156,7 @@ class Gemini(Provider):
             body["generationConfig"] = config
         return body
 
-    def make_decoder(self, source: AnswerSource) -> StreamDecoder:
+    def make_decoder(self, source: AnswerSource) -> ProviderDecoder:
         return GeminiDecoder(source)
 
 

@@ -9,14 +9,14 @@ from pydantic_core import to_json
 
 from .._exceptions import StreamError
 from .._prompt import json_instructions
-from ._base import AnswerSource, StreamDecoder, Usage
+from ._base import AnswerSource, ProviderDecoder, Usage
 from ._provider import Provider, register_provider
 from ._request import RequestSpec
 
 __all__ = ["Ollama", "OllamaDecoder"]
 
 
-class OllamaDecoder(StreamDecoder):
+class OllamaDecoder(ProviderDecoder):
     """Decodes `/api/chat` lines: `message.content` pieces, then a `done` line with counts."""
 
     framing = "ndjson"
@@ -94,7 +94,7 @@ class Ollama(Provider):
             body["options"] = options
         return body
 
-    def make_decoder(self, source: AnswerSource) -> StreamDecoder:
+    def make_decoder(self, source: AnswerSource) -> ProviderDecoder:
         return OllamaDecoder(source)
 
 

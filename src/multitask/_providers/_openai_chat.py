@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from .._exceptions import StreamError
 from .._prompt import json_instructions
-from ._base import AnswerSource, StreamDecoder, Usage
+from ._base import AnswerSource, ProviderDecoder, Usage
 from ._provider import Provider, register_provider
 from ._request import RequestSpec
 
@@ -16,7 +16,7 @@ __all__ = ["OpenAIChat", "OpenAIChatDecoder"]
 _ABSENT = object()
 
 
-class OpenAIChatDecoder(StreamDecoder):
+class OpenAIChatDecoder(ProviderDecoder):
     """Decodes `chat.completion.chunk` events.
 
     The answer is the first tool call's (or legacy `function_call`'s) arguments, or the
@@ -28,8 +28,8 @@ class OpenAIChatDecoder(StreamDecoder):
     FILTERED = frozenset({"content_filter"})
     IGNORED_LAST_MEMBER = b',"obfuscation":"'
 
-    def __init__(self, source: Any = "auto") -> None:
-        super().__init__(source)
+    def __init__(self, source: Any = "auto", *, fast: bool | None = None) -> None:
+        super().__init__(source, fast=fast)
         self._answer: object = None  # the index (or id) of the tool call that is the answer
         self._ids: dict[str, int] = {}  # under "calls", for servers that send no index
         self._last: object = 0
@@ -106,76 +106,48 @@ class OpenAIChatDecoder(StreamDecoder):
             self.refusal += refusal
         return ""
 
-    def _quick_payload(self, obj: Mapping[str, Any]) -> str | None:
-        """The answer text of a chunk that is one fragment of the answer and nothing else
-        (the answer call's arguments, or the content once it is the answer), which `read`
-        would return changing nothing; else None: read it whole. `payload`'s own lookups,
-        in its order, on its common path only; never raises (an odd chunk is `read`'s)."""
-        try:
-            choices = obj.get("choices")
-            if not choices or obj.get("usage"):
-                return None
-            choice = choices[0]
-            if choice.get("index", 0) or choice.get("finish_reason"):
-                return None
-            delta = choice.get("delta")
-            if not delta:
-                return None
-            calls = delta.get("tool_calls")
-            if calls:
-                # `_tool()` says yes and changes nothing; one call, the answer's.
-                if self._answer is None or self.source != "tool" or not self._tool_seen:
-                    return None
-                [call] = calls
-                key = call.get("index", _ABSENT)
-                if key is _ABSENT:  # `payload`'s key; its `id` is looked up only if needed
-                    key = call.get("id")
-                if key is not None and key != self._answer:
-                    return None
-                function = call.get("function")
-                arguments = function.get("arguments") if function else None
-                return arguments if type(arguments) is str else None
-            if self.source != "content" or delta.get("function_call"):
-                return None
-            content = delta.get("content")
-            return content if content and type(content) is str else None
-        except Exception:
-            return None
-
     def _usage(self, usage: Any) -> None:
         self.usage = Usage(
             usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, usage
         )
 
-    def _fragment(self, obj: Mapping[str, Any]) -> str | None:
-        """A chunk that is one fragment of the answer (the answer call's arguments, or the
-        content once the content is the answer) and nothing else: no finish reason, usage,
-        error, or refusal that an empty fragment would let through."""
+    def answer_fragment(self, obj: Mapping[str, Any]) -> str | None:
+        """The fast hook (see `ProviderDecoder`): a chunk that is one fragment of the answer
+        (the answer call's arguments, or the content once the content is the answer) and
+        nothing else: no finish reason, usage, other choice or call, or refusal that an
+        empty fragment would let through. `payload`'s own lookups, on its common path."""
         choices = obj.get("choices")
-        if obj.get("error") is not None or obj.get("usage") or type(choices) is not list:
+        if not choices or obj.get("usage"):
             return None
-        choice = choices[0] if choices else None
-        if type(choice) is not dict or choice.get("index", 0) or choice.get("finish_reason"):
+        choice = choices[0]
+        if choice.get("index", 0) or choice.get("finish_reason"):
             return None
         delta = choice.get("delta")
-        if type(delta) is not dict:
+        if not delta:
             return None
-        if self.source == "tool" and self._tool_seen and self._answer is not None:
+        source = self.source
+        if source == "tool":
+            # `_tool()` says yes and changes nothing; one call, the answer's.
+            if self._answer is None or not self._tool_seen:
+                return None
             calls = delta.get("tool_calls")
-            if type(calls) is not list or len(calls) != 1 or type(calls[0]) is not dict:
+            if not calls:
                 return None
-            call = calls[0]
+            [call] = calls  # (more than one: declined, by raising)
+            key = call.get("index", _ABSENT)
+            if key is _ABSENT:  # `payload`'s key; its `id` is looked up only if needed
+                key = call.get("id")
+            if key != self._answer:
+                return None
             function = call.get("function")
-            if call.get("index", call.get("id")) != self._answer or type(function) is not dict:
-                return None
-            arguments = function.get("arguments")
-            return arguments if type(arguments) is str else None
-        if self.source == "content":
+            arguments = function.get("arguments") if function else None
+        elif source == "content":
             if delta.get("tool_calls") or delta.get("function_call") or delta.get("refusal"):
                 return None
-            content = delta.get("content")
-            return content if type(content) is str else None
-        return None
+            arguments = delta.get("content")
+        else:
+            return None
+        return arguments if type(arguments) is str else None
 
 
 def _stream_error(error: Any) -> StreamError:
@@ -260,7 +232,7 @@ class OpenAIChat(Provider):
             body["temperature"] = spec.temperature
         return body
 
-    def make_decoder(self, source: AnswerSource) -> StreamDecoder:
+    def make_decoder(self, source: AnswerSource) -> ProviderDecoder:
         return OpenAIChatDecoder(source)
 
 

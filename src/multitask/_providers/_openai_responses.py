@@ -7,14 +7,14 @@ from typing import Any
 
 from .._exceptions import StreamError
 from .._prompt import json_instructions
-from ._base import AnswerSource, StreamDecoder, Usage
+from ._base import AnswerSource, ProviderDecoder, Usage
 from ._provider import Provider, register_provider
 from ._request import RequestSpec
 
 __all__ = ["OpenAIResponses", "OpenAIResponsesDecoder"]
 
 
-class OpenAIResponsesDecoder(StreamDecoder):
+class OpenAIResponsesDecoder(ProviderDecoder):
     """Decodes `response.*` events.
 
     The answer is the first function call's `response.function_call_arguments.delta`s, or
@@ -25,8 +25,8 @@ class OpenAIResponsesDecoder(StreamDecoder):
     TRUNCATED = frozenset({"max_output_tokens"})
     FILTERED = frozenset({"content_filter"})
 
-    def __init__(self, source: AnswerSource = "auto") -> None:
-        super().__init__(source)
+    def __init__(self, source: AnswerSource = "auto", *, fast: bool | None = None) -> None:
+        super().__init__(source, fast=fast)
         self._answer: Any = None  # item_id (or output_index) of the call that is the answer
 
     def payload(self, obj: Mapping[str, Any], event: str = "message") -> str:
@@ -144,7 +144,7 @@ class OpenAIResponses(Provider):
             body["temperature"] = spec.temperature
         return body
 
-    def make_decoder(self, source: AnswerSource) -> StreamDecoder:
+    def make_decoder(self, source: AnswerSource) -> ProviderDecoder:
         return OpenAIResponsesDecoder(source)
 
 

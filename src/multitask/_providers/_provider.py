@@ -13,7 +13,7 @@ from pydantic_core import from_json
 
 from .._exceptions import APIStatusError, ConfigurationError, MultitaskError
 from .._redact import Redactor
-from ._base import AnswerSource, StreamDecoder
+from ._base import AnswerSource, ProviderDecoder
 from ._request import HTTPRequest, Mode, RequestSpec
 
 __all__ = [
@@ -80,7 +80,7 @@ class Provider:
         }
         return HTTPRequest("POST", self.endpoint(spec), headers, body)
 
-    def decoder(self, mode: Mode) -> StreamDecoder:
+    def decoder(self, mode: Mode) -> ProviderDecoder:
         """A fresh decoder for one response's stream (its errors redacted, see `redact`)."""
         if mode == "parallel_tools":
             decoder = self.make_decoder("calls")
@@ -151,7 +151,7 @@ class Provider:
     def build_body(self, spec: RequestSpec) -> dict[str, Any]:
         raise NotImplementedError
 
-    def make_decoder(self, source: AnswerSource) -> StreamDecoder:
+    def make_decoder(self, source: AnswerSource) -> ProviderDecoder:
         raise NotImplementedError
 
 

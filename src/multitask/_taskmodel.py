@@ -1,4 +1,10 @@
-"""`MultiTask(T)`: the `Multi{Name}` model with `tasks: list[T]`, its schemas and parsers."""
+"""The classic API: `MultiTask(T)` makes the `Multi{Name}` model with `tasks: list[T]`, and
+`MultiTaskModel` gives it its schemas and parsers.
+
+It reads an SDK's finished response or stream too (`from_response`,
+`from_streaming_response`); what those look like for each provider is in
+`_providers._answers`.
+"""
 
 from __future__ import annotations
 
@@ -19,13 +25,11 @@ from typing import (
 )
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
-from pydantic_core import to_json
 
 from ._exceptions import MalformedOutputError
 from ._extraction import Extraction
-from ._providers._anthropic import AnthropicDecoder
-from ._providers._base import AnswerSource, StreamDecoder
-from ._providers._openai_chat import OpenAIChatDecoder
+from ._providers._answers import finished_answer, stream_decoder
+from ._providers._base import ProviderDecoder
 from ._schema import SchemaError, strict_schema
 from ._validation import OnInvalid
 
@@ -33,19 +37,6 @@ __all__ = ["MultiTask", "MultiTaskModel", "task_name"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-_ANTHROPIC_EVENTS = frozenset(
-    {
-        "message_start",
-        "content_block_start",
-        "content_block_delta",
-        "content_block_stop",
-        "message_delta",
-        "message_stop",
-        "ping",
-        "error",
-    }
-)
 
 
 class _classproperty(Generic[R]):
@@ -176,7 +167,7 @@ class MultiTaskModel(BaseModel, Generic[T]):
     @classmethod
     def extraction(
         cls,
-        decoder: StreamDecoder,
+        decoder: ProviderDecoder,
         *,
         on_invalid: OnInvalid = "raise",
         validation_context: Any = None,
@@ -207,19 +198,7 @@ class MultiTaskModel(BaseModel, Generic[T]):
         JSON text). Raises `IncompleteOutputError` for a cut-off answer, `RefusalError` for a
         refusal, `MalformedOutputError` when it holds no answer.
         """
-        response = _as_dict(completion)
-        decoder: StreamDecoder
-        if "choices" in response:
-            decoder = OpenAIChatDecoder()
-            text = _openai_answer(response, decoder)
-        elif isinstance(response.get("content"), list):
-            decoder = AnthropicDecoder()
-            text = _anthropic_answer(response, decoder)
-        else:
-            raise MalformedOutputError(
-                "not a chat completion or message: expected 'choices' (OpenAI) or a 'content' "
-                f"list (Anthropic), got keys {sorted(response)}"
-            )
+        decoder, text = finished_answer(_as_dict(completion))
         extraction = cls.extraction(
             decoder, on_invalid=on_invalid, validation_context=validation_context
         )
@@ -246,7 +225,9 @@ class MultiTaskModel(BaseModel, Generic[T]):
             payload = _as_dict(chunk)
             if extraction is None:
                 extraction = cls.extraction(
-                    _sniff(payload), on_invalid=on_invalid, validation_context=validation_context
+                    stream_decoder(payload),
+                    on_invalid=on_invalid,
+                    validation_context=validation_context,
                 )
             yield from extraction.feed_payload(payload)
         if extraction is None:
@@ -268,7 +249,9 @@ class MultiTaskModel(BaseModel, Generic[T]):
             payload = _as_dict(chunk)
             if extraction is None:
                 extraction = cls.extraction(
-                    _sniff(payload), on_invalid=on_invalid, validation_context=validation_context
+                    stream_decoder(payload),
+                    on_invalid=on_invalid,
+                    validation_context=validation_context,
                 )
             for item in extraction.feed_payload(payload):
                 yield item
@@ -344,49 +327,3 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     if to_dict is not None:
         return cast(dict[str, Any], to_dict())
     raise TypeError(f"expected a dict or an SDK response object, got {type(obj).__name__}")
-
-
-def _sniff(payload: Mapping[str, Any]) -> StreamDecoder:
-    """The decoder for a stream, judged by its first chunk."""
-    source: AnswerSource = "auto"
-    if payload.get("type") in _ANTHROPIC_EVENTS:
-        return AnthropicDecoder(source)
-    return OpenAIChatDecoder(source)
-
-
-def _openai_answer(response: Mapping[str, Any], decoder: StreamDecoder) -> str:
-    choices = response.get("choices") or []
-    if not choices:
-        raise MalformedOutputError("the completion has no choices")
-    choice = choices[0]
-    decoder.finish_reason = choice.get("finish_reason")
-    message = choice.get("message") or {}
-    decoder.refusal = message.get("refusal") or ""
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") or {}
-        return str(function.get("arguments") or "")
-    function_call = message.get("function_call")
-    if function_call:
-        return str(function_call.get("arguments") or "")
-    return str(message.get("content") or "")
-
-
-def _anthropic_answer(response: Mapping[str, Any], decoder: StreamDecoder) -> str:
-    decoder.finish_reason = response.get("stop_reason")
-    if decoder.finish_reason == "refusal":
-        details = response.get("stop_details") or {}
-        decoder.refusal = str(details.get("explanation") or "") if details else ""
-    text = []
-    for block in response["content"]:
-        if block.get("type") == "tool_use":
-            # A cut-off tool input comes back parsed as far as it went (often `{}`), so its
-            # JSON looks whole: the stop reason is the only sign it was cut off.
-            cut_off = (
-                decoder.outcome_error(0) if decoder.finish_reason in decoder.TRUNCATED else None
-            )
-            if cut_off is not None:
-                raise cut_off
-            return to_json(block.get("input") or {}).decode()
-        if block.get("type") == "text":
-            text.append(block.get("text") or "")
-    return "".join(text)

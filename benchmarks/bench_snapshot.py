@@ -8,7 +8,7 @@ item is done. For each item shape, this measures (CPU time, best of `--repeat`):
 * `update()`: what the parser spends on the automatic update after a small change to the item
   in progress (a copy, or nothing past the cap),
 * `snapshot()`: an explicit copy, whatever the size (unchanged: the cap is on updates),
-* the longest `EventExtraction.feed_bytes` while the item is in progress (the whole item
+* the longest `PartialExtraction.feed_bytes` while the item is in progress (the whole item
   streamed in 4 KB deltas with `min_interval=0`: an update at every chunk), the loop's
   longest step; then the feed that completes the item (its validation, not a snapshot) and
   the whole stream. The collector is off while streams are timed: its pauses grow with every
@@ -35,9 +35,9 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from multitask._events import EventExtraction
 from multitask._partial import PartialTaskParser
 from multitask._providers import OpenAIChatDecoder
+from multitask.lowlevel import PartialExtraction
 
 
 @dataclass
@@ -117,11 +117,11 @@ def measure_stream(shape: Shape, repeat: int) -> dict[str, Any]:
     events = sse(shape.head + shape.change + shape.rest, 4096)
 
     def run() -> tuple[float, float, int]:
-        extraction = EventExtraction(
+        extraction = PartialExtraction(
             TypeAdapter(Any),
             OpenAIChatDecoder("tool"),
             min_interval=0,
-            **supported(EventExtraction, **DEEP),
+            **supported(PartialExtraction, **DEEP),
         )
         longest, done, updates = 0.0, 0.0, 0
         now = 0.0

@@ -142,12 +142,21 @@ def sse_stream(draw: st.DrawFn) -> list[bytes]:
     return feeds
 
 
+@st.composite
+def segmented_stream(draw: st.DrawFn) -> list[bytes]:
+    """The same events cut at arbitrary points, as a network delivers them: most feeds end
+    inside an event, and the next feed carries its rest and the start of the one after."""
+    body = b"".join(draw(st.lists(_common_event() | _odd_piece, max_size=14)))
+    cuts = sorted(set(draw(st.lists(st.integers(0, len(body)), max_size=20))))
+    return [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+
+
 def _frames_as_text(frames: list[Frame]) -> list[tuple[str, str]]:
     return [(n, v.decode("utf-8", "replace") if isinstance(v, bytes) else v) for n, v in frames]
 
 
 @FAST
-@given(feeds=sse_stream(), cap=st.none() | st.integers(1, 40))
+@given(feeds=sse_stream() | segmented_stream(), cap=st.none() | st.integers(1, 40))
 def test_sse_feed_matches_the_general_reading(feeds: list[bytes], cap: int | None) -> None:
     limit = {} if cap is None else {"max_event_bytes": cap}
     fast, general = SSEDecoder(**limit), GeneralSSE(**limit)
@@ -162,7 +171,7 @@ def test_sse_feed_matches_the_general_reading(feeds: list[bytes], cap: int | Non
 
 
 @FAST
-@given(feeds=sse_stream(), cap=st.none() | st.integers(1, 40))
+@given(feeds=sse_stream() | segmented_stream(), cap=st.none() | st.integers(1, 40))
 def test_sse_frames_match_the_general_reading(feeds: list[bytes], cap: int | None) -> None:
     limit = {} if cap is None else {"max_event_bytes": cap}
     fast, general = SSEDecoder(**limit), GeneralSSE(**limit)
@@ -172,6 +181,8 @@ def test_sse_frames_match_the_general_reading(feeds: list[bytes], cap: int | Non
         if got[0] == "error":
             return
         assert fast.comments == general.comments
+    assert fast.end() == general.end()
+    assert fast.comments == general.comments
 
 
 def test_sse_idle_between_events_only() -> None:
@@ -209,7 +220,24 @@ def test_sse_frames_keep_the_common_shape_as_bytes() -> None:
         ("e", b"1"),
         ("message", b"2"),
     ]
-    assert decoder.frames(b"\n\n") == [("message", "3")]
+    assert decoder.frames(b"\n\n") == [("message", b"3")]  # split between feeds: bytes too
+
+
+SPLIT = b'data: {"a":1}\n\nevent: e\ndata: {"b":2}\n\n'
+
+
+@pytest.mark.parametrize("cut", range(1, len(SPLIT)))
+def test_sse_frames_of_an_event_split_anywhere_stay_bytes(cut: int) -> None:
+    decoder = SSEDecoder()
+    decoder.frames(b"data: warm\n\n")  # past the start of the stream
+    frames = decoder.frames(SPLIT[:cut]) + decoder.frames(SPLIT[cut:])
+    if not SPLIT[:cut].endswith(b"\n") or SPLIT[:cut].endswith(b"\n\n"):
+        # (a cut just after a line's end leaves that line to the general reading)
+        assert frames == [("message", b'{"a":1}'), ("e", b'{"b":2}')]
+    assert [(n, v if isinstance(v, str) else v.decode()) for n, v in frames] == [
+        ("message", '{"a":1}'),
+        ("e", '{"b":2}'),
+    ]
 
 
 # -- decoder templates ---------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter
 
 from multitask import MultiTask, MultitaskError
-from multitask._events import EventExtraction
 from multitask._extraction import Pipeline
 from multitask._providers import (
     AnswerSource,
@@ -40,6 +39,7 @@ from multitask._providers import (
     get_provider,
 )
 from multitask._sse import SSEDecoder
+from multitask.lowlevel import PartialExtraction
 from multitask.testing import QUIRKS, Script, _wire
 
 FAST = settings(
@@ -91,7 +91,7 @@ def pipelines(
     for fast_path in (True, False):
         decoder = cls(source, fast=fast_path)  # type: ignore[call-arg]
         if events:
-            pipeline: Pipeline[Any, Any] = EventExtraction(
+            pipeline: Pipeline[Any, Any] = PartialExtraction(
                 TypeAdapter(User), decoder, min_interval=0, **options
             )
             pipeline._now = 0.0  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""Partial items: the sans-IO `PartialTaskParser`, the `EventExtraction` pipeline, and
+"""Partial items: the sans-IO `PartialTaskParser`, the `PartialExtraction` pipeline, and
 `Client.extract_events` against the scripted model server on asyncio and trio."""
 
 from __future__ import annotations
@@ -15,16 +15,15 @@ from pydantic import BaseModel, TypeAdapter
 
 import multitask
 from multitask import (
-    EventExtraction,
+    AnswerTooLargeError,
     Finished,
     ItemDone,
     ItemSkipped,
     ItemStarted,
     ItemUpdated,
-    PartialTaskParser,
 )
-from multitask._exceptions import AnswerTooLargeError
-from multitask._providers import OpenAIChatDecoder
+from multitask.lowlevel import PartialExtraction, PartialTaskParser
+from multitask.providers import OpenAIChatDecoder
 from multitask.testing import Script, ScriptedModelServer
 
 KEY = "sk-test-SECRET-0123456789"
@@ -481,8 +480,8 @@ def _no_partial_strings(partial: Any, final: Any) -> bool:
 # -- the sans-IO pipeline ----------------------------------------------------------------------
 
 
-def pipeline(**options: Any) -> EventExtraction[User]:
-    return EventExtraction(TypeAdapter(User), OpenAIChatDecoder("content"), **options)
+def pipeline(**options: Any) -> PartialExtraction[User]:
+    return PartialExtraction(TypeAdapter(User), OpenAIChatDecoder("content"), **options)
 
 
 ANSWER = json.dumps({"tasks": USERS})

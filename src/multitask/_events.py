@@ -3,7 +3,7 @@
     bytes -> SSEDecoder -> ServerSentEvent -> ProviderDecoder -> answer text
           -> PartialTaskParser -> ItemStarted / ItemUpdated / raw ItemDone -> ItemValidator
 
-`EventExtraction` is the sans-IO pipeline (the clock is an argument, so throttling is tested
+`PartialExtraction` is the sans-IO pipeline (the clock is an argument, so throttling is tested
 without sleeping); `extract_events` runs it through the client's `Engine` (connection pool,
 provider, options, retries and error translation), as `extract_stream` runs `Extraction`.
 """
@@ -36,7 +36,6 @@ from ._validation import InvalidItem, OnInvalid
 
 __all__ = [
     "DEFAULT_MIN_INTERVAL",
-    "EventExtraction",
     "EventStream",
     "ExtractionEvent",
     "Finished",
@@ -44,6 +43,7 @@ __all__ = [
     "ItemSkipped",
     "ItemStarted",
     "ItemUpdated",
+    "PartialExtraction",
     "PartialTaskParser",
     "extract_events",
 ]
@@ -74,7 +74,7 @@ class Finished:
 ExtractionEvent = Union[ItemStarted, ItemUpdated, ItemDone[T], ItemSkipped, Finished]  # noqa: UP007
 
 
-class EventExtraction(Pipeline[T, ExtractionEvent[T]]):
+class PartialExtraction(Pipeline[T, ExtractionEvent[T]]):
     """One answer being read as events: feed it the stream, get what happened to each item.
 
     `feed_bytes(data, now)` returns the events one network chunk caused: `ItemStarted`,
@@ -225,8 +225,8 @@ def extract_events(
     prepared: Prepared[T] = engine.prepare(item_type, text, options)
     opts = prepared.opts
 
-    def new_pipeline() -> EventExtraction[T]:
-        return EventExtraction(
+    def new_pipeline() -> PartialExtraction[T]:
+        return PartialExtraction(
             prepared.schema.item_adapter,
             engine.provider.decoder(prepared.spec.mode),
             on_invalid=opts.on_invalid,

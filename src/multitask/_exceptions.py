@@ -1,4 +1,24 @@
-"""The exceptions multitask raises: one hierarchy under `MultitaskError`."""
+"""The exceptions multitask raises: one tree under `MultitaskError`, importable from `multitask`.
+
+MultitaskError                  anything multitask raises on purpose
+  ConfigurationError            the client or a call is set up wrong (also a ValueError)
+  SchemaError                   a schema the provider cannot express (`_schema`; ValueError)
+  IncompleteOutputError         the answer was cut off; the items before the cut were given
+  RetryDivergedError            a retried answer contradicted items already delivered
+  MalformedOutputError          the answer is not the JSON asked for
+    ItemTooLargeError           an item (or the preamble) grew past its size limit
+      AnswerTooLargeError       the whole answer grew past `max_answer_bytes`
+  ItemValidationError           an item did not validate against the requested type
+  RefusalError                  the model refused to answer
+    ContentFilterError          the provider's content filter stopped the answer
+  StreamDecodeError             the bytes are not a well-formed event stream
+    EventTooLargeError          one event grew past `max_event_bytes`
+  ProviderError                 the provider reported an error
+    APIStatusError              ... as an HTTP error status
+    StreamError                 ... as an error event in the stream
+  APIConnectionError            no connection, or it dropped before the answer was whole
+    APITimeoutError             a connect, read or total deadline passed
+"""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 
 Nothing here touches a socket or an event loop; the client and the `from_streaming_response`
 helpers are thin loops around `Extraction`. `Pipeline` is what `Extraction` and the partial
-event pipeline (`EventExtraction`) share: framing, decoding, parallel tool calls, deferred
+event pipeline (`PartialExtraction`) share: framing, decoding, parallel tool calls, deferred
 errors and how the outcome is judged; they differ only in their parser and in what they emit.
 
 `feed_bytes` is the per-event path: a whole event of the shape the decoder learned (see
@@ -100,7 +100,7 @@ class Pipeline(Generic[T, E]):
         self._quick = decoder.answer_fragment if decoder.fast else None
         # Under mode="parallel_tools": one parser per tool call, each call one item.
         self._call_parsers: dict[Any, _Parser] = {}
-        self._pending: MultitaskError | None = None
+        self._pending: Exception | None = None  # a MultitaskError, or a validator's own
         self._closed = False
         #: Items handed out so far.
         self.delivered = 0
@@ -201,7 +201,7 @@ class Pipeline(Generic[T, E]):
             after = self._after_feed
             if after is not None:
                 after(out)
-        except MultitaskError as exc:
+        except Exception as exc:  # (a validator's own exception too: after the items before it)
             if not self._hold(exc, out):
                 raise
         return out
@@ -239,7 +239,7 @@ class Pipeline(Generic[T, E]):
             after = self._after_feed
             if after is not None:
                 after(out)
-        except MultitaskError as exc:
+        except Exception as exc:  # (a validator's own exception too: after the items before it)
             if not self._hold(exc, out):
                 raise
         return out
@@ -279,7 +279,7 @@ class Pipeline(Generic[T, E]):
                     self._answer(leftover, out)
                 self._absorb(self.parser.close(), out)
                 parsed = self.parser.error
-            error: MultitaskError | None = self.validator.error
+            error: Exception | None = self.validator.error
             if error is None:
                 outcome = self.decoder.outcome_error(self.delivered)
                 if isinstance(outcome, RefusalError):
@@ -295,8 +295,8 @@ class Pipeline(Generic[T, E]):
             if error is not None:
                 raise error
             self._after_close(out)
-        except MultitaskError as exc:
-            self._pending = self.decoder.redact(exc)
+        except Exception as exc:
+            self._hold(exc, out)
         return out
 
     def raise_for_outcome(self) -> None:
@@ -316,7 +316,7 @@ class Pipeline(Generic[T, E]):
             after = self._after_feed
             if after is not None:
                 after(out)
-        except MultitaskError as exc:
+        except Exception as exc:  # (a validator's own exception too: after the items before it)
             if not self._hold(exc, out):
                 raise
         return out
@@ -327,10 +327,10 @@ class Pipeline(Generic[T, E]):
             raise self._pending
         raise RuntimeError("the extraction was closed")
 
-    def _hold(self, exc: MultitaskError, out: list[E]) -> bool:
+    def _hold(self, exc: Exception, out: list[E]) -> bool:
         """An error found partway through a feed: kept for the next call, and raised now
         (False) only if nothing came before it."""
-        self._pending = self.decoder.redact(exc)
+        self._pending = self.decoder.redact(exc) if isinstance(exc, MultitaskError) else exc
         return bool(out)
 
     def _decode_bytes(self, data: bytes, out: list[E]) -> None:

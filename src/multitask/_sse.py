@@ -29,6 +29,9 @@ _CR, _LF = 13, 10
 # Event type names seen on the fast path, decoded once (bounded: the server picks them).
 _NAMES: dict[bytes, str] = {}
 _MAX_NAMES = 256
+# The most bytes of an unfinished event kept raw for the next feed (beyond, the general path
+# reads them; joining a longer carry to every feed would copy it again and again).
+_CARRY_MAX = 64 * 1024
 
 T = TypeVar("T")
 
@@ -57,6 +60,8 @@ class SSEDecoder:
 
     __slots__ = (
         "_at_start",
+        "_carry",
+        "_carry_max",
         "_data",
         "_data_size",
         "_error",
@@ -86,6 +91,10 @@ class SSEDecoder:
         self._last_event_id = ""  # the last event ID string: the buffer, at each blank line
         self._retry: int | None = None
         self._error: EventTooLargeError | None = None  # raised by the next call
+        # The start of an event of the common shape cut off at the end of the last feed, not
+        # yet read: the next feed is read as if it began with these bytes.
+        self._carry = b""
+        self._carry_max = min(_CARRY_MAX, max_event_bytes)
         #: Whether nothing is pending (no line, field, CR or byte order mark): the next byte
         #: starts a new event. (The fast path runs only then.)
         self.idle = False
@@ -109,6 +118,8 @@ class SSEDecoder:
         """Decode the next bytes of the stream; return the events they completed."""
         if self._error is not None:
             raise self._error
+        if self._carry:
+            data = self._take_carry(data)
         if not self.idle:
             before, data = self._complete(data)
             if not data or self._error is not None:
@@ -129,7 +140,7 @@ class SSEDecoder:
         if before:
             events[:0] = before
         if tail:
-            events += self._lines(tail)
+            events += self._rest(tail)
         return events
 
     def frames(self, data: bytes) -> list[Frame]:
@@ -138,6 +149,30 @@ class SSEDecoder:
         event has the common shape (saving a decode when the reader parses bytes anyway)."""
         if self._error is not None:
             raise self._error
+        carry = self._carry
+        if carry:
+            # The commonest feed on a real network: the rest of the event the last feed cut
+            # off, then the start of the next (or nothing).
+            cut = data.find(b"\n\n")
+            if cut < 0:
+                if _CR not in data and self._carried(carry + data):
+                    return []  # still inside the event
+            elif _CR not in data:
+                event = carry + data[:cut]
+                start = self._head_size
+                if (
+                    event.startswith(self.head)
+                    and event.find(b"\n", start) < 0
+                    and len(event) < self._max_event_bytes
+                ):
+                    rest = data[cut + 2 :]
+                    if not rest:
+                        self._carry = b""
+                        self.idle = True
+                        return [(self._head_name, event[start:])]
+                    if b"\n\n" not in rest and self._carried(rest):
+                        return [(self._head_name, event[start:])]
+            data = self._take_carry(data)
         if self.idle:
             # The commonest feed first: one whole event that starts as the last one did
             # (`data: ` or `event: X` + LF + `data: `), its data on one line, then the blank line.
@@ -166,7 +201,7 @@ class SSEDecoder:
             return self._checked(before + [(e.event, e.data) for e in self._lines(data)])
         frames, tail = split
         if tail:
-            return [*before, *frames, *[(e.event, e.data) for e in self._lines(tail)]]
+            return [*before, *frames, *[(e.event, e.data) for e in self._rest(tail)]]
         if alone and len(frames) == 1:
             # One whole event, read alone: keep how it began, to recognise the next by it.
             name, value = frames[0]
@@ -182,6 +217,8 @@ class SSEDecoder:
         (and so is an `id:` of its block). Raises the error held back by the last feed."""
         if self._error is not None:
             raise self._error
+        if self._carry:
+            self._lines(self._take_carry(b""))  # what the general path would have read of it
         self._last_id = self._last_event_id
         self._partial = bytearray()
         self._data = None
@@ -191,6 +228,38 @@ class SSEDecoder:
         return []
 
     # -- the fast path -------------------------------------------------------------------------
+
+    def _take_carry(self, data: bytes) -> bytes:
+        """`data` after the bytes carried from the last feed; nothing is pending after it."""
+        data = self._carry + data
+        self._carry = b""
+        self.idle = True
+        return data
+
+    def _rest(self, tail: bytes) -> list[ServerSentEvent]:
+        """Read the bytes after the last whole event of a feed, with nothing pending before.
+
+        The start of an event is carried raw to the next feed, whose bytes it is then read
+        with: an event split between reads (most are, on a real network) is cut out by slicing
+        like any other. Comments and long tails go the general way (that counts comments when
+        they arrive, and copies a long line once); so do whole lines at the end, which may leave
+        nothing pending."""
+        if self._carried(tail):
+            return []
+        return self._lines(tail)
+
+    def _carried(self, tail: bytes) -> bool:
+        """Carry `tail` (no whole event in it) to the next feed, if `_rest` may."""
+        if (
+            len(tail) <= self._carry_max
+            and tail[-1] != _LF  # (else the general path may read it to nothing pending)
+            and tail[0] != 0x3A  # `:`, a comment
+            and b"\n:" not in tail
+        ):
+            self._carry = tail
+            self.idle = False
+            return True
+        return False
 
     def _complete(self, data: bytes) -> tuple[list[ServerSentEvent], bytes]:
         """With something pending: read `data` up to the end of the event it is in (the first
@@ -208,11 +277,14 @@ class SSEDecoder:
 
     def _split(self, data: bytes) -> tuple[list[tuple[str, bytes]], bytes] | None:
         """With nothing pending: the whole events at the start of `data` as `(type, raw data
-        line)` pairs, and the bytes after the last of them; None unless every one of them has
-        the common shape (then the general path reads `data`)."""
-        whole = data.rfind(b"\n\n") + 2
-        if whole < 2 or _CR in data or len(data) > self._max_event_bytes:
+        line)` pairs, and the bytes after the last of them (all of `data` when no event ends in
+        it); None unless every one of them has the common shape (then the general path reads
+        `data`)."""
+        if _CR in data or len(data) > self._max_event_bytes:
             return None  # (an event within the size limit has a data line within it too)
+        whole = data.rfind(b"\n\n") + 2
+        if whole < 2:
+            return [], data  # no event ends here
         frames: list[tuple[str, bytes]] = []
         pos = 0
         find = data.find

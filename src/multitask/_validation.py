@@ -48,15 +48,17 @@ class ItemValidator(Generic[T]):
         self.skipped: list[InvalidItem] = []
         #: Position in the answer's list of the next raw item.
         self.index = 0
-        #: The `ItemValidationError` that stopped validation, under `on_invalid="raise"`.
-        self.error: ItemValidationError | None = None
+        #: What stopped validation: the `ItemValidationError` under `on_invalid="raise"`, or
+        #: the exception a validator raised after valid items of the same batch.
+        self.error: Exception | None = None
 
     def validate(self, raw_items: list[Any]) -> list[T]:
         """Validate a batch of raw items; return the valid ones, in order.
 
         Under `on_invalid="raise"` an invalid item stops the batch: the valid items before it
         are returned and `error` is set to the `ItemValidationError`, for the caller to raise
-        once those items were delivered.
+        once those items were delivered. Any other exception a validator raises stops it the
+        same way (it is raised at once if no item came before it in the batch).
         """
         out: list[T] = []
         validate = self._adapter.validate_python
@@ -76,6 +78,11 @@ class ItemValidator(Generic[T]):
                     raw=raw,
                     errors=exc.errors(include_url=False),
                 )
+                break
+            except Exception as exc:  # the user's validator failed: its error, after the items
+                if not out:
+                    raise
+                self.error = exc
                 break
         return out
 

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_soak.py [--json results.json] [--runs 1]
 
-Runs `tests/test_soak.py` (10,000 documents through `extract_many` at a concurrency of 500,
+Runs `tests/system/test_soak.py` (10,000 documents through `extract_many` at a concurrency of 500,
 faults injected, the scripted server in a process of its own) in a fresh interpreter per
 run, on asyncio, uvloop and trio, and sets what it measured beside the goal: the loop's own
 code never runs 50 ms without a break. That is judged on CPU time of the loop's thread less
@@ -33,7 +33,7 @@ def run_soak(report: Path) -> int:
     """One run of the soak test, on every backend, its figures appended to `report`."""
     env = {**os.environ, "MULTITASK_SOAK_JSON": str(report)}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    command += [str(ROOT / "tests" / "test_soak.py")]
+    command += [str(ROOT / "tests" / "system" / "test_soak.py")]
     return subprocess.run(command, cwd=ROOT, env=env, timeout=1800).returncode
 
 

@@ -9,7 +9,7 @@ One input picks a target, how to split the body, and the body:
     the rest      the body
 
 For every input, nothing may raise but a `multitask.MultitaskError`, and feeding the body in
-pieces must give what feeding it whole gives. The bugs tests/test_fuzz.py shows as xfail are
+pieces must give what feeding it whole gives. The bugs tests/sansio/test_fuzz.py shows as xfail are
 skipped so that the fuzzer can look past them; `MULTITASK_FUZZ_STRICT=1` stops on them too.
 
     pip install atheris -e .
@@ -69,7 +69,7 @@ SHAPE_ERRORS = (AttributeError, KeyError, IndexError, TypeError)
 
 
 class KnownBug(Exception):
-    """One of the bugs tests/test_fuzz.py shows as xfail."""
+    """One of the bugs tests/sansio/test_fuzz.py shows as xfail."""
 
 
 def tolerant(cls: type[StreamDecoder]) -> type[StreamDecoder]:

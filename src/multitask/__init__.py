@@ -51,6 +51,7 @@ from ._providers import (
     register_openai_compatible,
     register_provider,
 )
+from ._quote import Quote
 from ._ratelimit import RateLimiter
 from ._schema import SchemaError
 from ._stream import ItemStream, StreamInfo
@@ -92,6 +93,7 @@ __all__ = [
     "Options",
     "Progress",
     "ProviderError",
+    "Quote",
     "RateLimiter",
     "RefusalError",
     "Result",

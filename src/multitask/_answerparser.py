@@ -174,7 +174,7 @@ class AnswerParser(Generic[Out]):
                 self._state = DONE
                 try:
                     self._coro.close()
-                except ijson.common.JSONError as exc:
+                except ijson.JSONError as exc:
                     if TRAILING_GARBAGE not in str(exc):
                         where = "the item" if self._whole else "the list"
                         raise IncompleteOutputError(

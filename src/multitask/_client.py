@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 
+from ._chunked import chunked_items, wants_chunks
 from ._engine import Engine
 from ._events import EventStream, extract_events
 from ._exceptions import ConfigurationError
@@ -174,8 +175,15 @@ class Client:
         Returns an `ItemStream`: iterate it with `async for`; use it with `async with` to close
         it deterministically. Raises (after the valid items) `IncompleteOutputError`,
         `RefusalError`, `ProviderError`, `APIConnectionError`, `ItemValidationError`, ...
+
+        With `chunk_chars` (and `overlap_chars`, `max_continuations`) a long text is read in
+        chunks, one request each, and an answer cut at the output limit is continued; see
+        the docs' page on grounded quotes.
         """
-        return self._engine.items(item_type, text, options)
+        engine = self._engine
+        if text is not None and wants_chunks(engine, options):
+            return chunked_items(engine, item_type, text, options)
+        return engine.items(item_type, text, options)
 
     @overload
     async def extract(

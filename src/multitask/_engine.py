@@ -25,6 +25,7 @@ import httpx2
 from httpx2._utils import get_environment_proxies
 from pydantic_core import to_json
 
+from ._align import Aligner
 from ._body import open_body, read_error_body, unbind
 from ._exceptions import APIStatusError, MultitaskError, ProviderError
 from ._extraction import Extraction, Pipeline
@@ -32,6 +33,7 @@ from ._httperrors import HTTPX2_ERRORS, name_request, translate
 from ._options import DEFAULT_TIMEOUT, Options, merge_options
 from ._prompt import build_messages, default_system
 from ._providers import HTTPRequest, Provider, RequestSpec, TaskSchema
+from ._quote import contains_quote
 from ._ratelimit import RateLimiter
 from ._retry import Replay, backoff, retry_delay
 from ._stream import ItemStream, StreamInfo
@@ -52,6 +54,9 @@ class Prepared(Generic[T]):
     schema: type[MultiTaskModel[T]]
     spec: RequestSpec
     request: HTTPRequest
+    #: The extraction's aligner, when its item type has a `Quote` and there is a text: one
+    #: for all its attempts, each of which starts from no owned span (see `Engine.run`).
+    aligner: Aligner | None = None
 
 
 class Engine:
@@ -104,13 +109,20 @@ class Engine:
             http, self._http = self._http, None
             await http.aclose()
 
-    def prepare(self, item_type: Any, text: str | None, options: Mapping[str, Any]) -> Prepared[T]:
+    def prepare(
+        self,
+        item_type: Any,
+        text: str | None,
+        options: Mapping[str, Any],
+        *,
+        aligner: Aligner | None = None,
+    ) -> Prepared[Any]:
         """The options, schema, request spec and HTTP request for one extraction.
 
         Raises what no request could get past (an unknown option, a mode the provider
         lacks, an item type with no schema) before anything is sent."""
         opts = merge_options(self.options, options) if options else self.options
-        schema: type[MultiTaskModel[T]] = schema_for(cast(Hashable, item_type))
+        schema: type[MultiTaskModel[Any]] = schema_for(cast(Hashable, item_type))
         mode = opts.mode or self.provider.default_mode
         system = opts.system or default_system(schema.task_name, parallel=mode == "parallel_tools")
         system, messages = build_messages(text, system=system, messages=opts.messages)
@@ -126,7 +138,9 @@ class Engine:
             temperature=opts.temperature,
             extra_body=opts.extra_body or {},
         )
-        return Prepared(opts, schema, spec, self.provider.request(spec))
+        if aligner is None and text is not None and contains_quote(schema.item_adapter):
+            aligner = Aligner(text)
+        return Prepared(opts, schema, spec, self.provider.request(spec), aligner)
 
     def items(
         self,
@@ -135,12 +149,16 @@ class Engine:
         options: Mapping[str, Any],
         *,
         resume: bool = False,
-    ) -> ItemStream[T]:
-        """The validated items of one extraction, as an `ItemStream`."""
-        prepared: Prepared[T] = self.prepare(item_type, text, options)
+        aligner: Aligner | None = None,
+    ) -> ItemStream[Any]:
+        """The validated items of one extraction, as an `ItemStream` (typed by the caller).
+
+        `aligner`: what its Quotes are grounded in, when not the text itself (a window of a
+        longer text, `_chunked`)."""
+        prepared = self.prepare(item_type, text, options, aligner=aligner)
         opts, schema, mode = prepared.opts, prepared.schema, prepared.spec.mode
 
-        def new_pipeline() -> Extraction[T]:
+        def new_pipeline() -> Extraction[Any]:
             return schema.extraction(
                 self.provider.decoder(mode),
                 on_invalid=opts.on_invalid,
@@ -148,6 +166,7 @@ class Engine:
                 max_item_bytes=opts.max_item_bytes,
                 max_answer_bytes=opts.max_answer_bytes,
                 max_depth=opts.max_depth,
+                aligner=prepared.aligner,
             )
 
         info = StreamInfo()
@@ -185,6 +204,11 @@ class Engine:
             info.attempts = attempt
             replay.restart()
             await limiter.acquire(estimate)
+            if prepared.aligner is not None:
+                # An attempt reads its answer from the first item: its quotes claim their spans
+                # afresh, so a replayed item gets the span it was delivered with (and `Replay`,
+                # comparing Quotes by words and span, skips it) instead of the next occurrence.
+                prepared.aligner.restore(0)
             # Made once the limiter lets the request go: a fan-out parks most of its documents
             # in `acquire`, and a pipeline per parked document is only more for the collector.
             pipeline = new_pipeline()

@@ -19,6 +19,8 @@ from typing import Any, TypeVar, Union, cast
 
 from pydantic import TypeAdapter
 
+from ._align import Aligner
+from ._chunked import refuse_chunks
 from ._engine import Engine, Prepared
 from ._extraction import Pipeline
 from ._partial import (
@@ -99,6 +101,8 @@ class PartialExtraction(Pipeline[T, ExtractionEvent[T]]):
         partial_strings: bool = True,
         min_interval: float = DEFAULT_MIN_INTERVAL,
         max_snapshot_values: int = DEFAULT_MAX_SNAPSHOT_VALUES,
+        text: str | None = None,
+        aligner: Aligner | None = None,
     ) -> None:
         if min_interval < 0:
             raise ValueError(f"min_interval must not be negative, not {min_interval}")
@@ -119,6 +123,8 @@ class PartialExtraction(Pipeline[T, ExtractionEvent[T]]):
             on_invalid=on_invalid,
             validation_context=validation_context,
             max_event_bytes=max_event_bytes,
+            text=text,
+            aligner=aligner,
         )
 
     def feed_bytes(self, data: bytes, now: float | None = None) -> list[ExtractionEvent[T]]:
@@ -166,7 +172,7 @@ class PartialExtraction(Pipeline[T, ExtractionEvent[T]]):
             elif len(validator.skipped) > skipped:
                 out.append(ItemSkipped(event.index, validator.skipped[-1]))
 
-    def _after_feed(self, out: list[ExtractionEvent[T]]) -> None:
+    def _snapshots(self, out: list[ExtractionEvent[T]]) -> None:
         """At most one snapshot per item in progress, and none within `min_interval`."""
         now = time.monotonic() if self._now is None else self._now
         if now - self._last_update < self._min_interval:
@@ -180,6 +186,10 @@ class PartialExtraction(Pipeline[T, ExtractionEvent[T]]):
                 updated = True
         if updated:
             self._last_update = now
+
+    # The pipeline's hook, assigned rather than a `def` of that name: pyright takes a method
+    # for an instance variable when it overrides a `ClassVar`.
+    _after_feed = _snapshots
 
     def _after_close(self, out: list[ExtractionEvent[T]]) -> None:
         out.append(Finished(self.usage, self.finish_reason))
@@ -223,6 +233,7 @@ def extract_events(
     if min_interval < 0:
         raise ValueError(f"min_interval must not be negative, not {min_interval}")
     prepared: Prepared[T] = engine.prepare(item_type, text, options)
+    refuse_chunks(engine, options, "extract_events")
     opts = prepared.opts
 
     def new_pipeline() -> PartialExtraction[T]:
@@ -237,6 +248,7 @@ def extract_events(
             partial_strings=partial_strings,
             min_interval=min_interval,
             max_snapshot_values=max_snapshot_values,
+            aligner=prepared.aligner,
         )
 
     info = StreamInfo()

@@ -17,15 +17,17 @@ and a decoder made with `fast=False` (or `MULTITASK_FASTPATH=0`) takes the secon
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import TypeAdapter
 from pydantic_core import from_json
 
+from ._align import Aligner
 from ._exceptions import IncompleteOutputError, MultitaskError, RefusalError
 from ._fastpath import Template, drop_member
 from ._ndjson import NDJSONDecoder
 from ._providers._base import ProviderDecoder, Usage
+from ._quote import contains_quote
 from ._sse import DEFAULT_MAX_EVENT_BYTES, ServerSentEvent, SSEDecoder
 from ._taskparser import (
     DEFAULT_MAX_ANSWER_BYTES,
@@ -60,6 +62,10 @@ class Pipeline(Generic[T, E]):
     returns the last of it, and `raise_for_outcome()` then raises if the answer was cut off,
     refused, filtered or malformed. Errors are redacted by the decoder's `redactor` (the
     credentials of the provider that made it never appear in them).
+
+    Given the `text` the answer is about (or an `Aligner` over it), an item type with a
+    `multitask.Quote` in it is grounded: each Quote is found in the text and carries its span,
+    and an item whose quote is not there is invalid. A type without a Quote ignores both.
     """
 
     def __init__(
@@ -70,8 +76,14 @@ class Pipeline(Generic[T, E]):
         on_invalid: OnInvalid = "raise",
         validation_context: Any = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        text: str | None = None,
+        aligner: Aligner | None = None,
     ) -> None:
         self.decoder = decoder
+        if aligner is None and text is not None:
+            aligner = Aligner(text)  # (cheap: it folds the text only if a search needs it)
+        if aligner is not None and not contains_quote(item_type):
+            aligner = None  # a type without a Quote validates as it would without a text
         #: Splits the body into events: server-sent events, or NDJSON lines for some providers.
         self.events: SSEDecoder | NDJSONDecoder = (
             NDJSONDecoder(max_event_bytes=max_event_bytes)
@@ -79,7 +91,7 @@ class Pipeline(Generic[T, E]):
             else SSEDecoder(max_event_bytes=max_event_bytes)
         )
         self.validator: ItemValidator[T] = ItemValidator(
-            item_type, context=validation_context, on_invalid=on_invalid
+            item_type, context=validation_context, on_invalid=on_invalid, aligner=aligner
         )
         self.parser: _Parser = self._new_parser(whole=False)
         self._parse_answer = self._feeder(self.parser)
@@ -107,9 +119,10 @@ class Pipeline(Generic[T, E]):
 
     # -- what a pipeline defines ---------------------------------------------------------------
 
-    #: Called once per feed, after its input was parsed: a method, in a pipeline that has
-    #: something to do then (snapshots); None in one that has nothing.
-    _after_feed: Callable[[list[E]], None] | None = None
+    #: Called once per feed, after its input was parsed, with its output: a method, in a
+    #: pipeline that has something to do then (snapshots); None in one that has nothing. A
+    #: class attribute, bound on access (its first argument is the pipeline).
+    _after_feed: ClassVar[Callable[[Any, list[Any]], None] | None] = None
 
     def _new_parser(self, *, whole: bool) -> _Parser:
         """A parser for the answer (`whole=False`) or for one tool call's item (`whole=True`)."""
@@ -376,6 +389,8 @@ class Extraction(Pipeline[T, T]):
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         max_depth: int = DEFAULT_MAX_DEPTH,
         scalar_items: bool = True,
+        text: str | None = None,
+        aligner: Aligner | None = None,
     ) -> None:
         self._limits = (max_item_bytes, max_answer_bytes, max_depth, scalar_items)
         super().__init__(
@@ -384,6 +399,8 @@ class Extraction(Pipeline[T, T]):
             on_invalid=on_invalid,
             validation_context=validation_context,
             max_event_bytes=max_event_bytes,
+            text=text,
+            aligner=aligner,
         )
 
     def _new_parser(self, *, whole: bool) -> TaskParser:

@@ -9,8 +9,8 @@ that is one fragment of the answer and nothing else without its general `read`:
   template over the SSE framing, to read a whole network chunk at once (`Template.framed`);
 * from an already parsed event (`Pipeline.feed_payload`), by the hook itself.
 
-Both give exactly what the general path gives (`tests/test_fastpath.py` and
-`tests/test_feed_payload.py` compare them, the switch on and off). The switch is
+Both give exactly what the general path gives (`tests/sansio/test_fastpath.py` and
+`tests/sansio/test_feed_payload.py` compare them, the switch on and off). The switch is
 `MULTITASK_FASTPATH=0` in the environment, read once at import (`ENABLED`), or
 `fast=False` for one decoder (and so for the pipeline that reads with it).
 """

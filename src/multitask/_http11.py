@@ -277,6 +277,19 @@ class ResponseReader:
         if self._buffer:
             data = self._buffer + data
             self._buffer = b""
+        elif self._state == "size":
+            # The commonest read of a streamed body: one whole chunk (the server writes one
+            # per event, and each arrives alone), framed at once; the loop below reads the rest.
+            nl = data.find(b"\n", 0, 18)
+            if nl > 1 and data[nl - 1] == 13:
+                digits = data[: nl - 1]
+                if _HEX.fullmatch(digits):
+                    left = int(digits, 16)
+                    end = nl + 1 + left
+                    if left and len(data) == end + 2 and data.endswith(b"\r\n"):
+                        out.append(data[nl + 1 : end])
+                        self.received += left
+                        return
         pos, size = 0, len(data)
         while pos < size:
             state = self._state

@@ -25,6 +25,7 @@ import anyio
 from anyio.abc import ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from ._chunked import refuse_chunks
 from ._engine import Engine
 from ._exceptions import ConfigurationError, MultitaskError
 from ._providers import Usage
@@ -120,6 +121,7 @@ async def extract_many(
     # What would fail every document (a bad option, a mode the provider lacks, an item type
     # that has no schema) is raised here, once, rather than as one failed `Result` each.
     engine.prepare(item_type, "", options)
+    refuse_chunks(engine, options, "extract_many")
     send, receive = anyio.create_memory_object_stream[Result[Any]](buffer)
     progress = Progress()
     fanout = _Fanout(engine, item_type, options, send, progress, on_progress)

@@ -45,6 +45,12 @@ class Options:
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
     max_depth: int = DEFAULT_MAX_DEPTH
     extra_body: Mapping[str, Any] | None = None
+    #: A long text in chunks of at most this many characters, a request each (None: one).
+    chunk_chars: int | None = None
+    #: Characters each chunk's request reads past its end (and shows before its start).
+    overlap_chars: int = 0
+    #: Further requests for a chunk whose answer was cut at the output limit (0: none).
+    max_continuations: int = 0
 
 
 #: The defaults of every option.

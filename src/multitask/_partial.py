@@ -365,7 +365,7 @@ class PartialTaskParser(AnswerParser[PartialEvent]):
             for start in range(0, len(text), SEND_SLICE):
                 coro.send(text[start : start + SEND_SLICE].encode("utf-8", "replace"))
                 self._handle(events)
-        except (ijson.common.JSONError, UnicodeDecodeError) as exc:
+        except (ijson.JSONError, UnicodeDecodeError) as exc:
             self._handle(events)  # the events before the bad spot still count
             self._state = DONE
             message = str(exc)

@@ -151,4 +151,5 @@ def _replaced(text: S, grams: tuple[S, ...], mark: S) -> S:
         end = size if end < 0 else end
         parts += (text[pos:start], mark)
         pos = end
-    return text[:0].join(parts)
+    # An iterator: pyright matches `Iterator[S]` to `join` for each of S's types, not `list[S]`.
+    return text[:0].join(iter(parts))

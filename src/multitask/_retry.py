@@ -70,7 +70,11 @@ def backoff(attempt: int) -> float:
 
 
 class Replay(Generic[T]):
-    """The items a document already handed out, so that a retry skips them, not repeats them."""
+    """The items a document already handed out, so that a retry skips them, not repeats them.
+
+    Items are compared with `==`: a `multitask.Quote` compares by its words and its span, and
+    each attempt grounds its quotes afresh (`Engine.run`), so a replayed item is equal to the
+    one delivered only if it quotes the same words at the same place."""
 
     __slots__ = ("enabled", "items", "position")
 

@@ -16,6 +16,7 @@ from typing import (
     Any,
     ClassVar,
     Generic,
+    Protocol,
     TypeVar,
     Union,
     cast,
@@ -26,6 +27,7 @@ from typing import (
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
+from ._align import Aligner
 from ._exceptions import MalformedOutputError
 from ._extraction import Extraction
 from ._providers._answers import finished_answer, stream_decoder
@@ -57,6 +59,23 @@ class _classproperty(Generic[R]):
         return cast(R, cache[self.name])
 
 
+class _MultiClass(Protocol):
+    """A `Multi{Name}` class as its class properties read it: their first parameter is the
+    class, typed by this protocol (pyright checks any other type there as a `self`'s)."""
+
+    __name__: str
+    __doc__: str | None
+    item_type: Any
+    task_name: str
+    openai_schema: dict[str, Any]
+    openai_strict_schema: dict[str, Any]
+    item_adapter: TypeAdapter[Any]
+
+    def model_json_schema(self) -> dict[str, Any]:
+        """Pydantic's JSON schema of the class."""
+        ...
+
+
 class MultiTaskModel(BaseModel, Generic[T]):
     """Base of every `Multi{Name}` class: `tasks: list[T]`, plus schemas and stream parsers."""
 
@@ -72,7 +91,7 @@ class MultiTaskModel(BaseModel, Generic[T]):
     # -- schemas -------------------------------------------------------------------------------
 
     @_classproperty
-    def openai_schema(cls: type[MultiTaskModel[Any]]) -> dict[str, Any]:
+    def openai_schema(cls: _MultiClass) -> dict[str, Any]:
         """The function definition for OpenAI's legacy `functions=[...]` parameter."""
         schema = cls.model_json_schema()
         parameters = {k: v for k, v in schema.items() if k not in ("title", "description")}
@@ -84,17 +103,17 @@ class MultiTaskModel(BaseModel, Generic[T]):
         }
 
     @_classproperty
-    def openai_tool(cls: type[MultiTaskModel[Any]]) -> dict[str, Any]:
+    def openai_tool(cls: _MultiClass) -> dict[str, Any]:
         """The tool definition for OpenAI's `tools=[...]` parameter."""
         return {"type": "function", "function": cls.openai_schema}
 
     @_classproperty
-    def openai_strict_schema(cls: type[MultiTaskModel[Any]]) -> dict[str, Any]:
+    def openai_strict_schema(cls: _MultiClass) -> dict[str, Any]:
         """The parameters schema in the form OpenAI structured outputs accept (`strict: true`)."""
         return strict_schema(cls.openai_schema["parameters"])
 
     @_classproperty
-    def openai_strict_tool(cls: type[MultiTaskModel[Any]]) -> dict[str, Any]:
+    def openai_strict_tool(cls: _MultiClass) -> dict[str, Any]:
         """A `strict: true` tool definition for `tools=[...]`."""
         schema = cls.openai_schema
         return {
@@ -108,7 +127,7 @@ class MultiTaskModel(BaseModel, Generic[T]):
         }
 
     @_classproperty
-    def openai_response_format(cls: type[MultiTaskModel[Any]]) -> dict[str, Any]:
+    def openai_response_format(cls: _MultiClass) -> dict[str, Any]:
         """The `response_format` for OpenAI structured outputs (JSON in the message content)."""
         schema = cls.openai_schema
         return {
@@ -122,7 +141,7 @@ class MultiTaskModel(BaseModel, Generic[T]):
         }
 
     @_classproperty
-    def anthropic_schema(cls: type[MultiTaskModel[Any]]) -> dict[str, Any]:
+    def anthropic_schema(cls: _MultiClass) -> dict[str, Any]:
         """The tool definition for Anthropic's `tools=[...]` parameter."""
         schema = cls.openai_schema
         return {
@@ -132,7 +151,7 @@ class MultiTaskModel(BaseModel, Generic[T]):
         }
 
     @_classproperty
-    def item_function(cls: type[MultiTaskModel[Any]]) -> dict[str, Any]:
+    def item_function(cls: _MultiClass) -> dict[str, Any]:
         """One item as a function definition, for `mode="parallel_tools"` (one call per item).
 
         Its name is the item type's; its parameters are the item's own schema, which must be an
@@ -153,12 +172,12 @@ class MultiTaskModel(BaseModel, Generic[T]):
         return {"name": cls.task_name, "description": description, "parameters": schema}
 
     @_classproperty
-    def item_adapter(cls: type[MultiTaskModel[Any]]) -> TypeAdapter[Any]:
+    def item_adapter(cls: _MultiClass) -> TypeAdapter[Any]:
         """The `TypeAdapter` that validates one item."""
         return TypeAdapter(cls.item_type)
 
     @_classproperty
-    def scalar_items(cls: type[MultiTaskModel[Any]]) -> bool:
+    def scalar_items(cls: _MultiClass) -> bool:
         """Whether an item may be a string or number rather than an object."""
         return not _object_like(cls.item_type)
 
@@ -171,15 +190,22 @@ class MultiTaskModel(BaseModel, Generic[T]):
         *,
         on_invalid: OnInvalid = "raise",
         validation_context: Any = None,
+        text: str | None = None,
+        aligner: Aligner | None = None,
         **limits: int,
     ) -> Extraction[T]:
-        """A sans-IO `Extraction` of this class's items from a stream read by `decoder`."""
+        """A sans-IO `Extraction` of this class's items from a stream read by `decoder`.
+
+        With the `text` the model read (or an `Aligner` over it), `multitask.Quote` fields
+        are grounded in it (see `Pipeline`)."""
         return Extraction(
             cls.item_adapter,
             decoder,
             on_invalid=on_invalid,
             validation_context=validation_context,
             scalar_items=cls.scalar_items,
+            text=text,
+            aligner=aligner,
             **limits,
         )
 
@@ -190,19 +216,21 @@ class MultiTaskModel(BaseModel, Generic[T]):
         *,
         validation_context: Any = None,
         on_invalid: OnInvalid = "raise",
+        text: str | None = None,
     ) -> MultiTaskModel[T]:
         """Build an instance from a finished response.
 
         Takes an OpenAI `ChatCompletion` (SDK object or dict; the answer in `tool_calls`,
         `function_call` or JSON `content`) or an Anthropic `Message` (a `tool_use` block, or
         JSON text). Raises `IncompleteOutputError` for a cut-off answer, `RefusalError` for a
-        refusal, `MalformedOutputError` when it holds no answer.
+        refusal, `MalformedOutputError` when it holds no answer. `text`: the text the model
+        was given, to ground `multitask.Quote` fields in.
         """
-        decoder, text = finished_answer(_as_dict(completion))
+        decoder, answer = finished_answer(_as_dict(completion))
         extraction = cls.extraction(
-            decoder, on_invalid=on_invalid, validation_context=validation_context
+            decoder, on_invalid=on_invalid, validation_context=validation_context, text=text
         )
-        items = extraction.feed_text(text) if text else []
+        items = extraction.feed_text(answer) if answer else []
         items += extraction.close()
         extraction.raise_for_outcome()
         return cls.model_construct(tasks=items)
@@ -214,11 +242,13 @@ class MultiTaskModel(BaseModel, Generic[T]):
         *,
         validation_context: Any = None,
         on_invalid: OnInvalid = "raise",
+        text: str | None = None,
     ) -> Iterator[T]:
         """Yield each validated item from a stream of chunks, the moment it is complete.
 
         Chunks are OpenAI `ChatCompletionChunk`s or Anthropic stream events, as SDK objects
-        or dicts. After the last item, raises if the answer was cut off or refused.
+        or dicts. After the last item, raises if the answer was cut off or refused. `text`:
+        the text the model was given, to ground `multitask.Quote` fields in.
         """
         extraction: Extraction[T] | None = None
         for chunk in chunks:
@@ -228,6 +258,7 @@ class MultiTaskModel(BaseModel, Generic[T]):
                     stream_decoder(payload),
                     on_invalid=on_invalid,
                     validation_context=validation_context,
+                    text=text,
                 )
             yield from extraction.feed_payload(payload)
         if extraction is None:
@@ -242,6 +273,7 @@ class MultiTaskModel(BaseModel, Generic[T]):
         *,
         validation_context: Any = None,
         on_invalid: OnInvalid = "raise",
+        text: str | None = None,
     ) -> AsyncIterator[T]:
         """The async form of `from_streaming_response`."""
         extraction: Extraction[T] | None = None
@@ -252,6 +284,7 @@ class MultiTaskModel(BaseModel, Generic[T]):
                     stream_decoder(payload),
                     on_invalid=on_invalid,
                     validation_context=validation_context,
+                    text=text,
                 )
             for item in extraction.feed_payload(payload):
                 yield item
@@ -274,13 +307,15 @@ def MultiTask(
     """
     item_name = name or task_name(subtask_class)
     doc = description or f"Correct segmentation of `{item_name}` tasks"
+    # A value, not a type form (it is built at run time): named before `create_model` sees it.
+    tasks_type = list[subtask_class]
     # `MultiStr`, not `Multistr`: the class name is CamelCase whatever the item's name.
     model = create_model(
         f"Multi{item_name[:1].upper()}{item_name[1:]}",
         __base__=MultiTaskModel[subtask_class],
         __doc__=doc,
         tasks=(
-            list[subtask_class],
+            tasks_type,
             Field(description=f"Correctly segmented list of `{item_name}` tasks"),
         ),
     )

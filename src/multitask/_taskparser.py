@@ -253,7 +253,7 @@ class TaskParser(AnswerParser[Any]):
                 for start in range(0, len(text), SEND_SLICE):
                     coro.send(text[start : start + SEND_SLICE].encode("utf-8", "replace"))
                     self._build(items)
-        except (ijson.common.JSONError, UnicodeDecodeError) as exc:
+        except (ijson.JSONError, UnicodeDecodeError) as exc:
             message = str(exc)
             error: MultitaskError | None = None
             try:

@@ -7,7 +7,9 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from ._align import Aligner
 from ._exceptions import ItemValidationError
+from ._quote import GROUNDING, Grounding
 
 __all__ = ["InvalidItem", "ItemValidator", "OnInvalid"]
 
@@ -29,7 +31,7 @@ class InvalidItem:
 class ItemValidator(Generic[T]):
     """Validates raw items in answer order; invalid ones raise or are recorded in `skipped`."""
 
-    __slots__ = ("_adapter", "_context", "error", "index", "on_invalid", "skipped")
+    __slots__ = ("_adapter", "_context", "error", "grounding", "index", "on_invalid", "skipped")
 
     def __init__(
         self,
@@ -37,6 +39,7 @@ class ItemValidator(Generic[T]):
         *,
         context: Any = None,
         on_invalid: OnInvalid = "raise",
+        aligner: Aligner | None = None,
     ) -> None:
         if on_invalid not in ("raise", "skip"):
             raise ValueError(f"on_invalid must be 'raise' or 'skip', not {on_invalid!r}")
@@ -51,6 +54,11 @@ class ItemValidator(Generic[T]):
         #: What stopped validation: the `ItemValidationError` under `on_invalid="raise"`, or
         #: the exception a validator raised after valid items of the same batch.
         self.error: Exception | None = None
+        #: How the `Quote` fields of items find their words in the text: None when the
+        #: extraction has no text to ground them in (or its type has no Quote).
+        self.grounding: Grounding | None = (
+            None if aligner is None else Grounding(aligner, lo=aligner.read_from)
+        )
 
     def validate(self, raw_items: list[Any]) -> list[T]:
         """Validate a batch of raw items; return the valid ones, in order.
@@ -60,6 +68,8 @@ class ItemValidator(Generic[T]):
         once those items were delivered. Any other exception a validator raises stops it the
         same way (it is raised at once if no item came before it in the batch).
         """
+        if self.grounding is not None:
+            return self._validate_grounded(raw_items, self.grounding)
         out: list[T] = []
         validate = self._adapter.validate_python
         context = self._context
@@ -72,12 +82,7 @@ class ItemValidator(Generic[T]):
                 if self.on_invalid == "skip":
                     self.skipped.append(InvalidItem(index, raw, exc))
                     continue
-                self.error = ItemValidationError(
-                    f"item {index} is not a valid {exc.title}: {_summary(exc)}",
-                    index=index,
-                    raw=raw,
-                    errors=exc.errors(include_url=False),
-                )
+                self.error = _invalid(index, raw, exc)
                 break
             except Exception as exc:  # the user's validator failed: its error, after the items
                 if not out:
@@ -85,6 +90,51 @@ class ItemValidator(Generic[T]):
                 self.error = exc
                 break
         return out
+
+    def _validate_grounded(self, raw_items: list[Any], grounding: Grounding) -> list[T]:
+        """`validate`, with the Quote validators aligning against the extraction's text.
+
+        The grounding is in a context variable for the batch only (set and reset around it,
+        with no await between: nothing else on the loop sees it); each item claims its spans
+        only if it is valid."""
+        token = GROUNDING.set(grounding)
+        try:
+            out: list[T] = []
+            validate = self._adapter.validate_python
+            context = self._context
+            for raw in raw_items:
+                index = self.index
+                self.index = index + 1
+                mark = grounding.begin()
+                try:
+                    item = validate(raw, context=context)
+                    grounding.commit(item, mark)
+                    out.append(item)
+                except ValidationError as exc:
+                    grounding.rollback(mark)
+                    if self.on_invalid == "skip":
+                        self.skipped.append(InvalidItem(index, raw, exc))
+                        continue
+                    self.error = _invalid(index, raw, exc)
+                    break
+                except Exception as exc:
+                    grounding.rollback(mark)
+                    if not out:
+                        raise
+                    self.error = exc
+                    break
+            return out
+        finally:
+            GROUNDING.reset(token)
+
+
+def _invalid(index: int, raw: Any, exc: ValidationError) -> ItemValidationError:
+    return ItemValidationError(
+        f"item {index} is not a valid {exc.title}: {_summary(exc)}",
+        index=index,
+        raw=raw,
+        errors=exc.errors(include_url=False),
+    )
 
 
 def _summary(exc: ValidationError) -> str:

@@ -51,7 +51,7 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -594,7 +594,7 @@ def _column(batch: Any, name: str) -> list[Any]:
         values: list[Any] = batch.column(name).to_pylist()
         return values
     column = batch[name]
-    tolist = getattr(column, "tolist", None)
+    tolist: Callable[[], Iterable[Any]] | None = getattr(column, "tolist", None)
     return list(tolist()) if callable(tolist) else list(column)
 
 

@@ -1,6 +1,6 @@
 """What a type checker infers from multitask's entry points: checked, never run.
 
-`tests/test_typing.py` runs mypy --strict and pyright on this file; each `assert_type` is
+`tests/system/test_typing.py` runs mypy --strict and pyright on this file; each `assert_type` is
 what a user's editor shows. A class gives its own type, a `MultiTask(...)` model its items',
 and a union or an `Annotated` type `Any` (the items are whatever it validates to).
 """

@@ -97,7 +97,9 @@ class AnthropicDecoder(ProviderDecoder):
             )
         return ""
 
-    def answer_fragment(self, obj: Mapping[str, Any]) -> str | None:
+    # pyright 1.1.414 takes this method for a callable of (self, obj) against the base's
+    # `Callable | None` (it binds self only for a plain `Callable`); mypy accepts it.
+    def answer_fragment(self, obj: Mapping[str, Any]) -> str | None:  # pyright: ignore[reportIncompatibleVariableOverride]
         """The fast hook (see `ProviderDecoder`): a `content_block_delta` of the answer, the
         tool block's `input_json_delta` (outside parallel mode, where no block is the
         answer), or a text block's `text_delta` once the text is the answer."""

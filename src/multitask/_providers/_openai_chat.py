@@ -111,7 +111,9 @@ class OpenAIChatDecoder(ProviderDecoder):
             usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, usage
         )
 
-    def answer_fragment(self, obj: Mapping[str, Any]) -> str | None:
+    # pyright 1.1.414 takes this method for a callable of (self, obj) against the base's
+    # `Callable | None` (it binds self only for a plain `Callable`); mypy accepts it.
+    def answer_fragment(self, obj: Mapping[str, Any]) -> str | None:  # pyright: ignore[reportIncompatibleVariableOverride]
         """The fast hook (see `ProviderDecoder`): a chunk that is one fragment of the answer
         (the answer call's arguments, or the content once the content is the answer) and
         nothing else: no finish reason, usage, other choice or call, or refusal that an

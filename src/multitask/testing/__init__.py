@@ -16,6 +16,9 @@ beyond anyio::
 
 Run `python -m multitask.testing --port 8000` to serve from the command line.
 
+`ReadingModel` is a script that reads: its answer is every match of a pattern in the text
+each request carries, cut at the request's output limit as a real model's is.
+
 `HostileServer` is its opposite: it answers each request with the raw bytes a `Reply` gives
 (any status, headers and body, framed or not, paced, endless, or no answer at all), for
 testing what a client does with a broken or malicious server.
@@ -24,6 +27,7 @@ testing what a client does with a broken or malicious server.
 from __future__ import annotations
 
 from multitask.testing._hostile import HostileServer, Reply, ReplySource
+from multitask.testing._reading import ReadingModel
 from multitask.testing._script import QUIRKS, SAMPLE_ITEMS, Script
 from multitask.testing._server import RecordedRequest, ScriptedModelServer, ScriptSource
 
@@ -31,6 +35,7 @@ __all__ = [
     "QUIRKS",
     "SAMPLE_ITEMS",
     "HostileServer",
+    "ReadingModel",
     "RecordedRequest",
     "Reply",
     "ReplySource",

@@ -183,7 +183,11 @@ def gemini_stream(
         final = cut in (Cut.COMPLETE, Cut.TRUNCATE)
         if parts is None:
             reason = "MALFORMED_FUNCTION_CALL"
-            candidate = {"content": {"role": "model"}, "finishReason": reason, "index": 0}
+            candidate: dict[str, Any] = {
+                "content": {"role": "model"},
+                "finishReason": reason,
+                "index": 0,
+            }
             plan.add(chunk(candidate, _usage(input_tokens, output_tokens)))
             return plan.build(Cut.COMPLETE, "")
         for part in parts:

@@ -19,7 +19,7 @@ from ._align import Aligner
 from ._document import DocumentPlan, Place, Window
 from ._engine import Engine, schema_for
 from ._exceptions import ConfigurationError, IncompleteOutputError
-from ._options import merge_options
+from ._options import Options, merge_options
 from ._providers import Usage
 from ._quote import contains_quote, quotes_in
 from ._stream import ItemStream, StreamInfo
@@ -52,9 +52,13 @@ CHUNK_OPTIONS = ("chunk_chars", "overlap_chars", "max_continuations")
 
 
 def wants_chunks(engine: Engine, options: Mapping[str, Any]) -> bool:
-    """Whether these options ask for a text to be read in chunks or continued after a cut."""
-    opts = merge_options(engine.options, options) if options else engine.options
-    return opts.chunk_chars is not None or opts.max_continuations > 0
+    """Whether these options ask for a text to be read in chunks or continued after a cut.
+
+    Read off the two options alone, on every call: whether they (and the rest) are valid is
+    checked where they are used."""
+    base = engine.options
+    chunk_chars = options.get("chunk_chars", base.chunk_chars)
+    return chunk_chars is not None or bool(options.get("max_continuations", base.max_continuations))
 
 
 def refuse_chunks(engine: Engine, options: Mapping[str, Any], reader: str) -> None:
@@ -89,7 +93,7 @@ def chunked_items(
     )
     info = StreamInfo()
     item = getattr(schema, "item_type", item_type)
-    agen = _read(engine, item_type, plan, dict(options), info, grounded=grounded)
+    agen = _read(engine, item_type, plan, opts, dict(options), info, grounded=grounded)
     return ItemStream(agen, info, item_type=item, model=engine.model)
 
 
@@ -97,13 +101,13 @@ async def _read(
     engine: Engine,
     item_type: Any,
     plan: DocumentPlan,
+    base: Options,
     options: dict[str, Any],
     info: StreamInfo,
     *,
     grounded: bool,
 ) -> AsyncGenerator[Any, None]:
     text = plan.text
-    base = merge_options(engine.options, options)
     system = (base.system or engine.prepare(item_type, "", options).spec.system) + _PART_NOTE
     delivered = 0
     for chunk in plan.chunks:

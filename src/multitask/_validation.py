@@ -68,64 +68,48 @@ class ItemValidator(Generic[T]):
         once those items were delivered. Any other exception a validator raises stops it the
         same way (it is raised at once if no item came before it in the batch).
         """
-        if self.grounding is not None:
-            return self._validate_grounded(raw_items, self.grounding)
+        grounding = self.grounding
+        if grounding is None:
+            return self._validate(raw_items, None)
+        # The grounding is in a context variable for the batch only (set and reset around
+        # it, with no await between: nothing else on the loop sees it).
+        token = GROUNDING.set(grounding)
+        try:
+            return self._validate(raw_items, grounding)
+        finally:
+            GROUNDING.reset(token)
+
+    def _validate(self, raw_items: list[Any], grounding: Grounding | None) -> list[T]:
+        """The loop of `validate`; with a grounding, each item claims its Quotes' spans only
+        if it is valid."""
         out: list[T] = []
         validate = self._adapter.validate_python
         context = self._context
         for raw in raw_items:
             index = self.index
             self.index = index + 1
+            mark = 0 if grounding is None else grounding.begin()
             try:
-                out.append(validate(raw, context=context))
+                item = validate(raw, context=context)
+                if grounding is not None:
+                    grounding.commit(item, mark)
+                out.append(item)
             except ValidationError as exc:
+                if grounding is not None:
+                    grounding.rollback(mark)
                 if self.on_invalid == "skip":
                     self.skipped.append(InvalidItem(index, raw, exc))
                     continue
                 self.error = _invalid(index, raw, exc)
                 break
             except Exception as exc:  # the user's validator failed: its error, after the items
+                if grounding is not None:
+                    grounding.rollback(mark)
                 if not out:
                     raise
                 self.error = exc
                 break
         return out
-
-    def _validate_grounded(self, raw_items: list[Any], grounding: Grounding) -> list[T]:
-        """`validate`, with the Quote validators aligning against the extraction's text.
-
-        The grounding is in a context variable for the batch only (set and reset around it,
-        with no await between: nothing else on the loop sees it); each item claims its spans
-        only if it is valid."""
-        token = GROUNDING.set(grounding)
-        try:
-            out: list[T] = []
-            validate = self._adapter.validate_python
-            context = self._context
-            for raw in raw_items:
-                index = self.index
-                self.index = index + 1
-                mark = grounding.begin()
-                try:
-                    item = validate(raw, context=context)
-                    grounding.commit(item, mark)
-                    out.append(item)
-                except ValidationError as exc:
-                    grounding.rollback(mark)
-                    if self.on_invalid == "skip":
-                        self.skipped.append(InvalidItem(index, raw, exc))
-                        continue
-                    self.error = _invalid(index, raw, exc)
-                    break
-                except Exception as exc:
-                    grounding.rollback(mark)
-                    if not out:
-                        raise
-                    self.error = exc
-                    break
-            return out
-        finally:
-            GROUNDING.reset(token)
 
 
 def _invalid(index: int, raw: Any, exc: ValidationError) -> ItemValidationError:

@@ -334,7 +334,22 @@ def test_a_substring_of_any_text_is_found_exact(data: st.DataObject, text: str) 
     assert span is not None
     assert span.match == "exact"
     assert text[span.start : span.end] == quote.strip()
-    assert span.start <= i + (len(quote) - len(quote.lstrip()))  # the first occurrence
+
+    # The first occurrence that is not part of a longer word, else the first occurrence.
+    def _is_word(char: str) -> bool:
+        return char.isalnum() or char == "_"
+
+    words = quote.strip()
+    places = [k for k in range(len(text)) if text.startswith(words, k)]
+
+    def whole(k: int) -> bool:
+        before = k > 0 and _is_word(text[k - 1]) and _is_word(words[0])
+        after = (
+            k + len(words) < len(text) and _is_word(text[k + len(words)]) and _is_word(words[-1])
+        )
+        return not (before or after)
+
+    assert span.start == next((k for k in places if whole(k)), places[0])
 
 
 _WORD_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZéÉßñÑΩωЖж東京0123456789.,;'-"

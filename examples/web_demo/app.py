@@ -1,20 +1,25 @@
-"""multitask web demo: paste a text, watch the people in it stream into a table as they are found.
+"""multitask web demo: paste a text, watch the people in it stream into a table as they are found,
+and their names light up in the text.
 
     python examples/web_demo/app.py --port 8000                 # offline, scripted model
     OPENAI_API_KEY=... python examples/web_demo/app.py --model openai:gpt-4o-mini
 
 Offline (the default) the app starts `multitask.testing.ScriptedModelServer` in its lifespan:
-a real HTTP server on 127.0.0.1 that streams a fixed answer in OpenAI's wire format at a
-visible pace, whatever the text. With `--model` it asks a real provider (its key from the
-environment). The page posts the text to `/api/extract`, which answers with
-`multitask.web.sse_response(client.extract_events(...))`: each person appears greyed out and
-growing as the model writes it, and turns solid once validated.
+a real HTTP server on 127.0.0.1 that streams its answer in OpenAI's wire format at a visible
+pace. Its model reads (`multitask.testing.ReadingModel`): every "First Last" name in the text
+it is sent is a person, with the first number after it in that sentence as their age. With
+`--model` it asks a real provider (its key from the environment). The page posts the text to
+`/api/extract`, which answers with `multitask.web.sse_response(client.extract_events(...))`:
+each person appears greyed out and growing as the model writes it, and turns solid once
+validated; their name is a `multitask.Quote`, so it comes with where it is in the text, and
+the page highlights it there the moment the item arrives.
 """
 
 from __future__ import annotations
 
 import argparse
 import html
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -26,7 +31,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 import multitask
-from multitask.testing import Script, ScriptedModelServer
+from multitask.testing import ReadingModel, Script, ScriptedModelServer
 from multitask.web import SSEResponse, sse_response
 
 PAGE = Path(__file__).with_name("index.html")
@@ -50,12 +55,29 @@ DEMO_PEOPLE: list[dict[str, Any]] = [
 ]
 
 
+#: What the offline model takes for a person: two capitalised words.
+NAME = r"\b[A-Z][a-z]+ [A-Z][a-z]+\b"
+
+
 class Person(BaseModel):
     """A person mentioned in the text."""
 
-    name: str = Field(description="The person's name, as written in the text")
-    age: int = Field(description="Their age in years")
+    name: multitask.Quote = Field(
+        description="The person's name, copied verbatim from the text, character for character"
+    )
+    age: int | None = Field(description="Their age in years, if the text says")
     occupation: str = Field(description="What they did, in a few words")
+
+
+def read_person(match: re.Match[str]) -> dict[str, Any]:
+    """The offline model's answer for one name it read: a person of the demo as written
+    above, else the name with the first number after it in its sentence as the age."""
+    for person in DEMO_PEOPLE:
+        if person["name"] == match[0]:
+            return person
+    sentence = match.string[match.end() :].split(".")[0]
+    age = re.search(r"\d+", sentence)
+    return {"name": match[0], "age": int(age[0]) if age else None, "occupation": ""}
 
 
 class ExtractRequest(BaseModel):
@@ -77,10 +99,12 @@ def create_app(
             if model:
                 client = multitask.Client(model)
             else:
-                script = Script(
-                    items=DEMO_PEOPLE, chunk_size=chunk_size, tokens_per_second=tokens_per_second
+                reader = ReadingModel(
+                    NAME,
+                    item=read_person,
+                    script=Script(chunk_size=chunk_size, tokens_per_second=tokens_per_second),
                 )
-                server = await stack.enter_async_context(ScriptedModelServer(script))
+                server = await stack.enter_async_context(ScriptedModelServer(reader))
                 app.state.server = server
                 client = multitask.Client(
                     "openai:demo-model", base_url=server.openai_base_url, api_key="offline"

@@ -372,15 +372,20 @@ class Aligner:
 
     # -- searching -------------------------------------------------------------------------------
 
-    def align(self, quote: str, lo: int = 0, hi: int | None = None) -> Span | None:
+    def align(
+        self, quote: str, lo: int = 0, hi: int | None = None, *, whole_words: bool = False
+    ) -> Span | None:
         """The span of `quote` in `text[lo:hi]`, claimed; None if it is not there (or every
-        place it is at is owned). Empty and whitespace-only quotes are never found."""
-        span = self.find(quote, lo, hi)
+        place it is at is owned). Empty and whitespace-only quotes are never found.
+        `whole_words`: only an exact match that is not part of a longer word."""
+        span = self.find(quote, lo, hi, whole_words=whole_words)
         if span is not None:
             self.claim(span.start, span.end)
         return span
 
-    def find(self, quote: str, lo: int = 0, hi: int | None = None) -> Span | None:
+    def find(
+        self, quote: str, lo: int = 0, hi: int | None = None, *, whole_words: bool = False
+    ) -> Span | None:
         """`align` without the claim."""
         n = len(self.text)
         hi = n if hi is None else max(0, min(hi, n))
@@ -388,8 +393,8 @@ class Aligner:
         words = quote.strip()
         if not words or not words.translate(_DROP_INVISIBLE).strip():
             return None
-        span = self._exact(words, lo, hi)
-        if span is None:
+        span = self._exact(words, lo, hi, whole_words=whole_words)
+        if span is None and not whole_words:
             needle = fold(words)
             if not needle:
                 return None
@@ -398,9 +403,10 @@ class Aligner:
                 span = self._fuzzy(needle, lo, hi)
         return span
 
-    def _exact(self, words: str, lo: int, hi: int) -> Span | None:
+    def _exact(self, words: str, lo: int, hi: int, *, whole_words: bool = False) -> Span | None:
         """The first unowned occurrence that is not part of a longer word ("Name1" is not
-        the start of "Name10"), else the first unowned one (a text without spaces)."""
+        the start of "Name10"), else (unless `whole_words`) the first unowned one (a text
+        without spaces)."""
         cursors = self._exact_cursor.get(words)
         at = lo if cursors is None else cursors.get(lo, lo)
         owned, size, text = self._owned, len(words), self.text
@@ -416,7 +422,9 @@ class Aligner:
             ):
                 break
         else:
-            if first is None:
+            if first is None or whole_words:
+                if first is not None:
+                    self._exact_cursor.setdefault(words, {})[lo] = first
                 return None
             i = first
         if cursors is None:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 
-from ._chunked import chunked_items, wants_chunks
+from ._chunked import document_items
 from ._engine import Engine
 from ._events import EventStream, extract_events
 from ._exceptions import ConfigurationError
@@ -180,10 +180,7 @@ class Client:
         chunks, one request each, and an answer cut at the output limit is continued; see
         the docs' page on grounded quotes.
         """
-        engine = self._engine
-        if text is not None and wants_chunks(engine, options):
-            return chunked_items(engine, item_type, text, options)
-        return engine.items(item_type, text, options)
+        return document_items(self._engine, item_type, text, options, resume=False)
 
     @overload
     async def extract(
@@ -228,6 +225,7 @@ class Client:
         max_concurrency: int | None = None,
         buffer: int = 256,
         on_progress: Callable[[Progress], None] | None = None,
+        resume_after: Mapping[Any, tuple[int, int]] | None = None,
         **options: Any,
     ) -> AbstractAsyncContextManager[Results[T]]: ...
     @overload
@@ -239,6 +237,7 @@ class Client:
         max_concurrency: int | None = None,
         buffer: int = 256,
         on_progress: Callable[[Progress], None] | None = None,
+        resume_after: Mapping[Any, tuple[int, int]] | None = None,
         **options: Any,
     ) -> AbstractAsyncContextManager[Results[T]]: ...
     @overload
@@ -250,6 +249,7 @@ class Client:
         max_concurrency: int | None = None,
         buffer: int = 256,
         on_progress: Callable[[Progress], None] | None = None,
+        resume_after: Mapping[Any, tuple[int, int]] | None = None,
         **options: Any,
     ) -> AbstractAsyncContextManager[Results[Any]]: ...
     def extract_many(
@@ -260,6 +260,7 @@ class Client:
         max_concurrency: int | None = None,
         buffer: int = 256,
         on_progress: Callable[[Progress], None] | None = None,
+        resume_after: Mapping[Any, tuple[int, int]] | None = None,
         **options: Any,
     ) -> AbstractAsyncContextManager[Results[Any]]:
         """Extract from many documents at once; an async context manager of `Result`s.
@@ -277,6 +278,13 @@ class Client:
         wait in a buffer of `buffer`; a slow reader holds the workers back. Leaving the
         block early cancels the work in flight.
 
+        With `chunk_chars` (and `overlap_chars`, `max_continuations`) each document is read
+        in chunks as `extract_stream` reads it. `resume_after` maps a document's key (its
+        position, or the key given with it) to the span `(start, end)` of the last item you
+        already have of it, from an earlier run cut short: its chunked reading starts after
+        that item and delivers only what follows it (items come in document order, the
+        default `order="document"`, so what you have is everything before it).
+
         What would fail every document (a bad option, a mode the provider lacks) raises
         `ConfigurationError` once, on entering the block; a document that is not a text
         raises `TypeError` naming its position, after the documents before it are done.
@@ -289,6 +297,7 @@ class Client:
             buffer=buffer,
             on_progress=on_progress,
             options=options,
+            resume_after=resume_after,
         )
 
 

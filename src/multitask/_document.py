@@ -14,6 +14,12 @@ continuation that re-reads), or another chunk's. When an answer is cut (the outp
 when the answer went backwards (a model grouping items by kind), the rest of the chunk is
 re-read in halves, which need shorter answers. An answer that delivered nothing new and was
 cut again is no progress: `IncompleteOutputError`, never a loop.
+
+`resume_after=(start, end)`: the span of the last item a reader already has (items come in
+document order, so it has every one before it). The chunks ending at or before its start are
+done and never read; the chunk holding it reads on from its end, with no context (as a
+continuation does), and counts it, and every span starting before it, as delivered; the
+chunks after it show no context from before that end. No request is sent the text before it.
 """
 
 from __future__ import annotations
@@ -85,9 +91,25 @@ class Chunk:
     _backward: bool = False  # the current answer placed an item before an earlier one
     _last: int = -1  # the start of the current answer's last delivered item
     _window: Window | None = None
+    _floor: int = -1  # spans starting before this were delivered before (`resume`)
+    _origin: int = -1  # where this chunk's reading starts: its start, or after `resume`'s item
+    #: Where the context shown before a first request may start (after what a reader has).
+    context_from: int = 0
 
     def __post_init__(self) -> None:
-        self.cursor = self.start
+        self.cursor = self._origin = self.start
+
+    def resume(self, start: int, end: int) -> None:
+        """Read on after an item of this chunk a reader already has, at `(start, end)`: it
+        and every span starting before it count as delivered, and the next request starts at
+        its end, with no context (what is before it is done)."""
+        if self.requests:
+            raise RuntimeError(f"chunk {self.index} was read already")
+        self._spans.add((start, end))
+        self._floor = start
+        self.cursor = self._origin = max(self.cursor, end)
+        if self.cursor >= self.end:
+            self.done = True
 
     def window(self) -> Window:
         """What the next request reads. Call once per request."""
@@ -103,10 +125,10 @@ class Chunk:
         # Context only on a chunk's first request (the end of the chunk before): a
         # continuation starts after items already read, and a model that re-reads what it is
         # sent from the start should find nothing before the cursor to quote again.
-        first = self.requests == 0
+        first = self.requests == 0 and self._floor < 0
         self.requests += 1
         self._new, self._backward, self._last = 0, False, -1
-        context = max(0, start - self.overlap) if first else start
+        context = max(self.context_from, start - self.overlap) if first else start
         self._window = Window(context, start, end)
         return self._window
 
@@ -116,7 +138,7 @@ class Chunk:
         if not self.start <= start < self.end:
             return Place.ELSEWHERE
         key = (start, end)
-        if key in self._spans:
+        if start < self._floor or key in self._spans:
             return Place.REPEAT
         self._spans.add(key)
         self.delivered += 1
@@ -148,7 +170,7 @@ class Chunk:
                 f"the answer for chunk {self.index} was cut off {self.requests} time(s); "
                 f"max_continuations={self.max_continuations} allows no more"
             )
-        if self._new == 0:
+        if self._new == 0 and not self._pending:  # (a half re-read may start with repeats)
             raise self._incomplete(
                 f"a continuation of chunk {self.index} was cut off again with no new item: "
                 "the model makes no progress (raise max_tokens, or lower chunk_chars)"
@@ -156,7 +178,7 @@ class Chunk:
         if self._backward or self._pending:
             # Out of order: no cursor says what is left. Re-read what is left in halves
             # (delivered spans are repeats there), which need shorter answers.
-            lo, hi = self._pending.pop(0) if self._pending else (self.start, self.end)
+            lo, hi = self._pending.pop(0) if self._pending else (self._origin, self.end)
             if hi - lo <= MIN_WINDOW:
                 raise self._incomplete(
                     f"chunk {self.index}'s answers come out of order and are still cut off "
@@ -181,6 +203,7 @@ class DocumentPlan:
         chunk_chars: int | None,
         overlap_chars: int = 0,
         max_continuations: int = 0,
+        resume_after: tuple[int, int] | None = None,
     ) -> None:
         if chunk_chars is not None and chunk_chars < 1:
             raise ConfigurationError(f"chunk_chars must be at least 1, not {chunk_chars}")
@@ -196,6 +219,28 @@ class DocumentPlan:
             Chunk(i, a, b, overlap_chars, text, max_continuations)
             for i, (a, b) in enumerate(bounds)
         ]
+        if resume_after is not None:
+            self._resume(*resume_after)
+
+    def _resume(self, start: int, end: int) -> None:
+        """Mark what is before the item at `(start, end)` done (see the module's docstring)."""
+        if not 0 <= start < len(self.text) or not start <= end <= len(self.text):
+            raise ConfigurationError(
+                f"resume_after {(start, end)} is not a span of the text "
+                f"({len(self.text)} characters): was it given for another text?"
+            )
+        holder = self.chunk_of(start)
+        for chunk in self.chunks:
+            if chunk.index < holder.index:
+                chunk.done = True
+            elif chunk.index > holder.index:
+                chunk.context_from = min(end, chunk.start)  # no context from what is done
+        holder.resume(start, end)
+
+    @property
+    def todo(self) -> list[Chunk]:
+        """The chunks still to read, in order (all of them, unless resumed)."""
+        return [chunk for chunk in self.chunks if not chunk.done]
 
     def chunk_of(self, position: int) -> Chunk:
         """The chunk owning a position of the text."""

@@ -1,10 +1,14 @@
 """`multitask extract`: run `extract_many` over files or lines, writing JSON lines as they stream.
 
-The output file is its own checkpoint. Each item is a line `{"key": ..., "item": {...}}`; each
+The output file is its own checkpoint. Each item is a line `{"key": ..., "item": {...}}` (with
+`"start"`, `"end"` and `"match"`, its quote's span, when the item has a `multitask.Quote`); each
 document ends with `{"key": ..., "done": true, "items": n, ...}` or `{"key": ..., "error": ...}`.
 Run again with the same `--output` and the documents whose lines are all there are skipped,
 while the lines of any that are not (cut off by Ctrl-C or a crash, failed, or torn mid-write)
-are dropped and those documents run again, so the file holds every item exactly once.
+are dropped and those documents run again, so the file holds every item exactly once. Read in
+chunks (`--chunk-chars`, `--max-continuations`), whose items come in document order, a
+document cut off keeps its item lines when they carry spans, and is read on from after the
+last of them: neither its items nor the text before them are asked for again.
 
 Documents are read as `extract_many` asks for them, never all at once: a pipe's lines start
 work as they arrive. Mistakes in the command line or its inputs are a `UsageError`: one line on
@@ -26,10 +30,10 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, get_args
+from typing import IO, Any, NoReturn, get_args
 
 import anyio
 import anyio.lowlevel
@@ -38,18 +42,22 @@ from pydantic import TypeAdapter
 
 from ._client import Client
 from ._exceptions import MultitaskError
+from ._html_report import HtmlReport
 from ._many import Progress, Result
 from ._providers._request import Mode
+from ._quote import contains_quote
 
 __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "Checkpoint",
     "UsageError",
     "add_extract_command",
     "open_client",
     "prepare_output",
+    "read_checkpoint",
     "run_extract",
 ]
 
@@ -64,6 +72,8 @@ each document ends ({"key": ..., "done": true, ...} or {"key": ..., "error": ...
 
 Run again with the same --output to resume: finished documents are skipped, and the lines of
 any cut off, torn or failed are dropped before they run again, so no item is lost or doubled.
+With --chunk-chars or --max-continuations, a document cut off whose items have a quote's span
+("start", "end") keeps them and is read on from after the last one.
 
 Exit status: 0 when every document succeeded, 1 when any failed, 2 for a usage or
 configuration mistake, 130 after Ctrl-C.
@@ -81,15 +91,22 @@ def one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
+def _whole(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+
+
 def _positive_int(value: str) -> int:
-    number = int(value)
+    number = _whole(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
     return number
 
 
 def _count(value: str) -> int:
-    number = int(value)
+    number = _whole(value)
     if number < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, not {number}")
     return number
@@ -110,6 +127,13 @@ def add_extract_command(commands: Any) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+    def error(message: str) -> NoReturn:
+        """A bad flag or value: one line and exit status 2, as every other mistake."""
+        print(f"{cmd.prog}: error: {one_line(message)}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+    setattr(cmd, "error", error)  # noqa: B010 - an instance's own, not a method to override
     cmd.add_argument(
         "--schema",
         required=True,
@@ -137,7 +161,38 @@ def add_extract_command(commands: Any) -> None:
     cmd.add_argument("--max-retries", type=_count, default=4, help="retries per document (4)")
     cmd.add_argument("--mode", choices=get_args(Mode), help="how the model is asked for JSON")
     cmd.add_argument("--max-tokens", type=_positive_int, help="output token limit per document")
+    cmd.add_argument(
+        "--chunk-chars",
+        type=_positive_int,
+        metavar="N",
+        help="read each document in chunks of at most N characters, a request each",
+    )
+    cmd.add_argument(
+        "--overlap-chars",
+        type=_count,
+        metavar="N",
+        help="each chunk's request reads N characters past its end (needs a Quote field)",
+    )
+    cmd.add_argument(
+        "--max-continuations",
+        type=_count,
+        metavar="N",
+        help="up to N more requests for a chunk whose answer was cut at the output limit "
+        "(needs a Quote field)",
+    )
+    cmd.add_argument(
+        "--chunk-concurrency",
+        type=_positive_int,
+        metavar="N",
+        help="read up to N chunks of a document at once (1); items still come in document order",
+    )
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    cmd.add_argument(
+        "--html",
+        metavar="PATH",
+        help="also write one HTML page of this run's documents with each item's quotes "
+        "highlighted (written at the end; texts and items are kept in memory until then)",
+    )
 
 
 def open_client(
@@ -176,6 +231,12 @@ class _Job:
     total: int | None
     out: IO[str]
     progress_bar: bool
+    report: HtmlReport
+    #: The chunk options given (`chunk_chars`, ...), for `extract_many`.
+    options: dict[str, Any] = field(default_factory=dict)
+    #: Documents cut off in an earlier run, by key: the items the file holds of each, and the
+    #: span of the last, which the reading starts after.
+    read_on: dict[str, tuple[int, tuple[int, int]]] = field(default_factory=dict)
 
 
 def run_extract(args: argparse.Namespace) -> int:
@@ -201,34 +262,59 @@ def run_extract(args: argparse.Namespace) -> int:
     paths = input_paths(args.inputs) if args.inputs else None
     if paths is None and sys.stdin is None:
         raise UsageError("no input: give files, globs or directories, or pipe lines to stdin")
+    options = {
+        name: value
+        for name in ("chunk_chars", "overlap_chars", "max_continuations", "chunk_concurrency")
+        if (value := getattr(args, name)) is not None
+    }
+    chunked = args.chunk_chars is not None or bool(args.max_continuations)
+    needs_quote = "--overlap-chars" if args.overlap_chars else "--max-continuations"
+    if (args.overlap_chars or args.max_continuations) and not contains_quote(adapter):
+        raise UsageError(
+            f"{needs_quote} needs the item type to have a multitask.Quote field "
+            f"({args.schema} has none): repeats are told apart by where each item's quote is "
+            "in the text (--chunk-chars alone works without one)"
+        )
     output = Path(args.output) if args.output else None
     finished: set[str] = set()
+    read_on: dict[str, tuple[int, tuple[int, int]]] = {}
     if output is not None:
         try:
-            finished = prepare_output(output)
+            checkpoint = read_checkpoint(output, read_on=chunked)
+            finished, read_on = checkpoint.finished, checkpoint.read_on
             out: IO[str] = output.open("a", encoding="utf-8", newline="\n")
         except OSError as exc:
             raise UsageError(f"--output {output}: {exc.strerror or exc}") from None
-        if finished:
+        if finished or read_on:
+            more = f", {len(read_on)} read on from their last item" if read_on else ""
             print(
-                f"resuming: {len(finished)} document(s) already done in {output}", file=sys.stderr
+                f"resuming: {len(finished)} document(s) already done in {output}{more}",
+                file=sys.stderr,
             )
     else:
         out = sys.stdout
+    try:
+        report = HtmlReport(Path(args.html) if args.html else None, schema=args.schema)
+    except OSError as exc:
+        raise UsageError(f"--html {args.html}: {exc.strerror or exc}") from None
     job = _Job(
         client=client,
         item_type=item_type,
         adapter=adapter,
-        documents=lambda: read_documents(args, paths, skip=finished),
+        documents=lambda: report.read(read_documents(args, paths, skip=finished)),
         total=None if paths is None or args.jsonl else sum(str(p) not in finished for p in paths),
         out=out,
         progress_bar=not args.no_progress,
+        report=report,
+        options=options,
+        read_on=read_on,
     )
     try:
         return anyio.run(_extract, job)
     finally:
         if output is not None:
             out.close()
+        report.close()
 
 
 async def _extract(job: _Job) -> int:
@@ -249,13 +335,20 @@ async def _extract(job: _Job) -> int:
                         return
 
             tg.start_soon(stop_on_signal)
+            resume_after = {key: span for key, (_, span) in job.read_on.items()}
             async with client.extract_many(
-                job.item_type, job.documents(), on_progress=bar.update
+                job.item_type,
+                job.documents(),
+                on_progress=bar.update,
+                resume_after=resume_after,
+                **job.options,
             ) as results:
                 progress = results.progress
                 async for r in results:
-                    job.out.write(_line(r, job.adapter) + "\n")
+                    had = job.read_on[r.index][0] if r.done and r.index in job.read_on else 0
+                    job.out.write(_line(r, job.adapter, had) + "\n")
                     job.out.flush()
+                    job.report.add(r)
             tg.cancel_scope.cancel()
     except* UsageError as group:  # a bad input line, met as the documents are read
         mistake = _first(group)
@@ -288,17 +381,22 @@ def _first(group: BaseExceptionGroup[Any]) -> BaseException:
     return exc
 
 
-def _line(r: Result[Any], adapter: TypeAdapter[Any]) -> str:
+def _line(r: Result[Any], adapter: TypeAdapter[Any], had: int = 0) -> str:
+    """One output line; `had`: the items an earlier run wrote of the document (counted in
+    its last line)."""
     if not r.done:
         item = adapter.dump_python(r.item, mode="json")
-        return json.dumps({"key": r.index, "item": item}, ensure_ascii=False)
+        if r.start is None:
+            return json.dumps({"key": r.index, "item": item}, ensure_ascii=False)
+        row = {"key": r.index, "item": item, "start": r.start, "end": r.end, "match": r.match}
+        return json.dumps(row, ensure_ascii=False)
     if r.error is not None:
         return json.dumps(
             {
                 "key": r.index,
                 "error": str(r.error),
                 "error_type": type(r.error).__name__,
-                "items": r.items,
+                "items": had + r.items,
             },
             ensure_ascii=False,
         )
@@ -307,7 +405,7 @@ def _line(r: Result[Any], adapter: TypeAdapter[Any]) -> str:
         if r.usage
         else None
     )
-    return json.dumps({"key": r.index, "done": True, "items": r.items, "usage": usage})
+    return json.dumps({"key": r.index, "done": True, "items": had + r.items, "usage": usage})
 
 
 # -- resuming: the output file as a checkpoint -------------------------------------------------
@@ -329,8 +427,25 @@ def _record(raw: bytes) -> tuple[str, dict[str, Any]] | None:
     return str(record["key"]), record
 
 
+@dataclass
+class Checkpoint:
+    """What an output file holds already (see `read_checkpoint`)."""
+
+    #: The keys of the documents it holds whole.
+    finished: set[str]
+    #: Documents cut off that are read on from their last item, by key: how many item lines
+    #: it holds of each, and the span `(start, end)` of the one that starts last.
+    read_on: dict[str, tuple[int, tuple[int, int]]]
+
+
 def prepare_output(path: Path) -> set[str]:
-    """The keys of the documents `path` holds whole; rewrites it without every other line.
+    """The keys of the documents `path` holds whole; rewrites it without every other line (see
+    `read_checkpoint`)."""
+    return read_checkpoint(path).finished
+
+
+def read_checkpoint(path: Path, *, read_on: bool = False) -> Checkpoint:
+    """What `path` holds whole; rewrites it without every other line.
 
     A document is whole when it has a `done` line, after all its item lines, counting as many
     items as there are. Every other line is dropped: those of documents cut off or failed,
@@ -338,41 +453,80 @@ def prepare_output(path: Path) -> set[str]:
     even when it parses, and so does one glued to a torn line, so the file is left ending
     with a newline and an item lost to a crash makes its document run again. The file is
     read twice, line by line, and only the keys are held in memory.
+
+    `read_on` (a chunked run, whose items come in document order): a document without a
+    `done` line (cut off, or failed) whose item lines all carry a span keeps them (its error
+    line is dropped) and is listed in `read_on`, to be read on from after the last of them;
+    unless a damaged line sits before a whole one (not only the end was torn: an item may be
+    missing from the middle), when the rule above holds for every document.
     """
     if not path.exists():
-        return set()
+        return Checkpoint(set(), {})
     items: dict[str, int] = {}
     claimed: dict[str, int] = {}  # key -> the items its done line counts; -1 once it is not whole
-    damaged = False
+    ended: set[str] = set()  # keys with a done line
+    failed: set[str] = set()  # keys with an error line
+    last: dict[str, tuple[int, int] | None] = {}  # the latest-starting span; None: one had none
+    damaged = inside = False
     with path.open("rb") as f:
         for raw in f:
             parsed = _record(raw)
             if parsed is None:
                 damaged = True
                 continue
+            inside = inside or damaged
             key, record = parsed
             if "item" in record:
                 items[key] = items.get(key, 0) + 1
                 if key in claimed:  # an item after the end
                     claimed[key] = -1
-            elif key in claimed or "error" in record or type(record.get("items")) is not int:
+                if read_on:
+                    span, was = _span_of(record), last.get(key, (-1, -1))
+                    last[key] = None if span is None or was is None else max(was, span)
+                continue
+            if "error" in record:
+                failed.add(key)
+            else:
+                ended.add(key)
+            if key in claimed or "error" in record or type(record.get("items")) is not int:
                 claimed[key] = -1
             else:
                 claimed[key] = record["items"]
     finished = {key for key, n in claimed.items() if n >= 0 and n == items.get(key, 0)}
-    if damaged or finished != items.keys() | claimed.keys():
-        _rewrite(path, finished)
-    return finished
+    partial: dict[str, tuple[int, tuple[int, int]]] = {}
+    if read_on and not inside:
+        partial = {
+            key: (items[key], span)
+            for key, span in last.items()
+            if span is not None and key not in finished and key not in ended
+        }
+    kept = finished | partial.keys()
+    if damaged or kept != items.keys() | claimed.keys() or failed & partial.keys():
+        _rewrite(path, finished, partial.keys())
+    return Checkpoint(finished, partial)
 
 
-def _rewrite(path: Path, keep: set[str]) -> None:
-    """Replace `path`, atomically, by its whole lines of the documents in `keep`."""
+def _span_of(record: dict[str, Any]) -> tuple[int, int] | None:
+    """The span an item line carries, or None."""
+    start, end = record.get("start"), record.get("end")
+    if type(start) is int and type(end) is int and 0 <= start <= end:
+        return start, end
+    return None
+
+
+def _rewrite(path: Path, keep: set[str], items_of: Iterable[str] = ()) -> None:
+    """Replace `path`, atomically, by its whole lines of the documents in `keep`, and the item
+    lines of those in `items_of`."""
+    items_only = set(items_of)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as dst, path.open("rb") as src:
             for raw in src:
                 parsed = _record(raw)
-                if parsed is not None and parsed[0] in keep:
+                if parsed is None:
+                    continue
+                key, record = parsed
+                if key in keep or (key in items_only and "item" in record):
                     dst.write(raw)
             dst.flush()
             os.fsync(dst.fileno())

@@ -4,6 +4,8 @@ Structure: `extract_many` is an async context manager that owns a task group. In
 feeder reads the documents lazily and starts one worker per document, never more than
 `max_concurrency` at once; workers push `Result`s into a bounded memory channel, which is
 what the caller iterates. Leaving the block cancels the task group, so nothing outlives it.
+Each worker reads its document as `extract_stream` does (`document_items`: in chunks when
+the options ask for it), with exactly-once retries.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ import anyio
 from anyio.abc import ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ._chunked import refuse_chunks
+from ._chunked import ChunkedStream, chunked_items, document_items, wants_chunks
 from ._engine import Engine
 from ._exceptions import ConfigurationError, MultitaskError
 from ._providers import Usage
+from ._quote import contains_quote, first_quote
 from ._stream import ItemStream
 
 __all__ = ["Documents", "Progress", "Result", "Results", "extract_many"]
@@ -51,8 +54,11 @@ class Result(Generic[T]):
     """One event of a fan-out: an item, or the end of a document (finished or failed).
 
     `index` is the document's position in the input, or the key given with it. An item event
-    has `item` (and `position`, the item's place in its document); the document's last event
-    has `done=True` and either `usage` (finished) or `error` (failed for good).
+    has `item` (and `position`, the item's place in its document, counted from 0 in each
+    run); when the item type has a `multitask.Quote`, also `start`, `end` and `match`: the
+    span of the item's first grounded Quote (in field order), None for an item without one.
+    The document's last event has `done=True` and either `usage` (finished) or `error`
+    (failed for good).
     """
 
     index: Any
@@ -62,6 +68,9 @@ class Result(Generic[T]):
     error: MultitaskError | None = None
     usage: Usage | None = None
     items: int = 0  # on the last event: how many items the document delivered
+    start: int | None = None
+    end: int | None = None
+    match: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -114,17 +123,22 @@ async def extract_many(
     buffer: int,
     on_progress: Callable[[Progress], None] | None,
     options: Mapping[str, Any],
+    resume_after: Mapping[Any, tuple[int, int]] | None = None,
 ) -> AsyncIterator[Results[Any]]:
     """See `Client.extract_many`."""
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
     # What would fail every document (a bad option, a mode the provider lacks, an item type
-    # that has no schema) is raised here, once, rather than as one failed `Result` each.
-    engine.prepare(item_type, "", options)
-    refuse_chunks(engine, options, "extract_many")
+    # that has no schema, chunk options it cannot have) is raised here, once, rather than as
+    # one failed `Result` each.
+    prepared = engine.prepare(item_type, "", options)
+    if wants_chunks(engine, options):
+        await chunked_items(engine, item_type, "", options).aclose()
     send, receive = anyio.create_memory_object_stream[Result[Any]](buffer)
     progress = Progress()
     fanout = _Fanout(engine, item_type, options, send, progress, on_progress)
+    fanout.grounded = contains_quote(prepared.schema.item_adapter)
+    fanout.resume_after = resume_after or {}
     async with anyio.create_task_group() as tg:
         tg.start_soon(fanout.feed, documents, max_concurrency)
         try:
@@ -154,6 +168,11 @@ class _Fanout:
         self.send = send
         self.progress = progress
         self.on_progress = on_progress
+        #: Whether items have Quotes (then each item's `Result` has its span).
+        self.grounded = False
+        #: By document key: the span of the last item the caller has of it (chunked reading
+        #: then starts after it).
+        self.resume_after: Mapping[Any, tuple[int, int]] = {}
         #: What reading the documents raised (a document that is not a text, an error of
         #: the caller's iterable), or a worker's `ConfigurationError`: no more documents are
         #: started, those started end as they would, and `extract_many` raises it.
@@ -178,19 +197,46 @@ class _Fanout:
         self._report()
         delivered = 0
         try:
-            stream: ItemStream[Any] = self.engine.items(
-                self.item_type, text, self.options, resume=True
+            stream: ItemStream[Any] = document_items(
+                self.engine,
+                self.item_type,
+                text,
+                self.options,
+                resume=True,
+                resume_after=self.resume_after.get(index),
             )
+
+            async def deliver() -> None:
+                nonlocal delivered
+                grounded = self.grounded
+                async for item in stream:
+                    progress.items += 1
+                    quote = first_quote(item) if grounded else None
+                    if quote is None:
+                        result = Result(index, item=item, position=delivered)
+                    else:
+                        result = Result(
+                            index,
+                            item=item,
+                            position=delivered,
+                            start=quote.start,
+                            end=quote.end,
+                            match=quote.match,
+                        )
+                    await self.send.send(result)
+                    delivered += 1
+
             try:
-                # try/finally rather than `async with stream`, which keeps a bound `__aexit__`
-                # alive per document for the collector to walk.
-                try:
-                    async for item in stream:
-                        progress.items += 1
-                        await self.send.send(Result(index, item=item, position=delivered))
-                        delivered += 1
-                finally:
-                    await stream.aclose()
+                if isinstance(stream, ChunkedStream):  # its block may own chunk-reading tasks
+                    async with stream:
+                        await deliver()
+                else:
+                    # try/finally rather than `async with stream`, which keeps a bound
+                    # `__aexit__` alive per document for the collector to walk.
+                    try:
+                        await deliver()
+                    finally:
+                        await stream.aclose()
             finally:
                 progress.requests += stream.info.attempts
                 usage = stream.info.usage

@@ -51,6 +51,11 @@ class Options:
     overlap_chars: int = 0
     #: Further requests for a chunk whose answer was cut at the output limit (0: none).
     max_continuations: int = 0
+    #: Items of a chunked text in text order ("document", each when no earlier one can
+    #: still come) or each the moment it is read ("arrival").
+    order: Literal["document", "arrival"] = "document"
+    #: Chunks read at once (above 1: the stream must be used with `async with`).
+    chunk_concurrency: int = 1
 
 
 #: The defaults of every option.

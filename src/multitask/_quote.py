@@ -29,6 +29,7 @@ __all__ = [
     "Grounding",
     "Quote",
     "contains_quote",
+    "first_quote",
     "quotes_in",
 ]
 
@@ -232,8 +233,14 @@ class Grounding:
         """`value`'s span: after the last item first, then anywhere in the window."""
         aligner = self.aligner
         look = aligner.align if claim else aligner.find
+        # Whole words anywhere before a partial word after the floor: an answer that goes
+        # back in the text quotes "Name3" where "Name30" is all that is left after the floor.
         if self.floor > self.lo:
-            span = look(value, self.floor, self.hi)
+            span = look(value, self.floor, self.hi, whole_words=True)
+            if span is None:
+                span = look(value, self.lo, self.hi, whole_words=True)
+            if span is None:
+                span = look(value, self.floor, self.hi)
             if span is not None:
                 return span
         span = look(value, self.lo, self.hi)
@@ -277,6 +284,15 @@ def quotes_in(value: Any) -> list[Quote]:
     """The Quotes in a validated item (nested models, lists, dicts, dataclasses), in field
     and element order."""
     return _quotes_in(value, [])
+
+
+def first_quote(item: Any) -> Quote | None:
+    """The item's first Quote with a span, in field and element order: where the item is in
+    the text (what chunked reading places it by, and what `extract_many` reports)."""
+    for quote in _quotes_in(item, []):
+        if quote.span is not None:
+            return quote
+    return None
 
 
 def _quotes_in(value: Any, out: list[Quote]) -> list[Quote]:

@@ -162,7 +162,9 @@ class StreamingTransport(httpx2.AsyncBaseTransport):
                     break
             else:
                 return None
-            expired = anyio.current_time() - connection.idle_since > self._keepalive_expiry
+            # `>=`: uvloop's clock ticks in milliseconds, so an age of 0.0 is common and a
+            # zero expiry must still mean "never reuse".
+            expired = anyio.current_time() - connection.idle_since >= self._keepalive_expiry
             if not expired and not connection.socket.dead():
                 _log.debug("reusing a connection to %s:%d", *origin[1:])
                 return connection

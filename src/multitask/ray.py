@@ -16,8 +16,14 @@
 Each input row has a `text` column (the document) and a `key` column (its stable id). Each
 output row is one extracted item, or one failed document::
 
-    {"key": ..., "position": 0, "item": '{"name": ...}', "error": None, "error_type": None}
-    {"key": ..., "position": None, "item": None, "error": "HTTP 400 ...", "error_type": "..."}
+    {"key": ..., "position": 0, "item": '{"name": ...}', "start": 120, "end": 131,
+     "match": "exact", "error": None, "error_type": None}
+    {"key": ..., "position": None, "item": None, "start": None, "end": None, "match": None,
+     "error": "HTTP 400 ...", "error_type": "..."}
+
+`start`, `end` and `match` are the span of the item's first `multitask.Quote` in its text
+(None for an item type without one). Long texts are read as `extract_many` reads them: give
+`chunk_chars` (and `overlap_chars`, `max_continuations`) among the client's options.
 
 `item` is the item as a JSON string by default (`item_format="json"`): one string column has
 the same Arrow type in every block whatever the item's shape (optional fields, unions), so
@@ -68,12 +74,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ._client import Client
 from ._exceptions import MultitaskError
+from ._many import Result
 from ._ratelimit import RateLimiter
 
 __all__ = ["Extractor", "Ledger", "RateLimit", "SharedRateLimiter", "output_schema"]
 
 Row = dict[str, Any]
-"""One output row: `key`, `position`, `item`, `error`, `error_type`."""
+"""One output row: `key`, `position`, `item`, `start`, `end`, `match`, `error`, `error_type`."""
 
 ItemFormat = Literal["json", "dict"]
 
@@ -322,6 +329,9 @@ class Ledger:
 _TYPES: dict[str, Any] = {
     "position": pa.int64(),
     "item": pa.string(),
+    "start": pa.int64(),
+    "end": pa.int64(),
+    "match": pa.string(),
     "error": pa.string(),
     "error_type": pa.string(),
 }
@@ -330,8 +340,8 @@ _TYPES: dict[str, Any] = {
 def output_schema(key_type: Any = None) -> Any:
     """The rows' Arrow schema (with `item_format="json"`), e.g. for `write_parquet(schema=)`.
 
-    `key` has `key_type` (default: string), `position` int64, `item`, `error` and
-    `error_type` strings; all but `key` are nullable.
+    `key` has `key_type` (default: string), `position`, `start` and `end` int64, `item`,
+    `match`, `error` and `error_type` strings; all but `key` are nullable.
     """
     fields = [pa.field("key", key_type if key_type is not None else pa.string())]
     fields += [pa.field(name, kind) for name, kind in _TYPES.items()]
@@ -346,10 +356,10 @@ class Extractor:
     `ds.flat_map(Extractor, ...)` (one document per call, a row each). The input needs a
     `text_column`; `key_column` names each document's stable id (without it, the key is the
     SHA-256 of the text). `model`, and any other keyword (`base_url`, `api_key`, `rpm`, `tpm`,
-    `max_retries`, `mode`, ...), go to `multitask.Client`; `rpm`/`tpm` there limit this one
-    worker, `rate_limit` shares a budget among all of them. `ledger` makes each document's
-    rows come out once across Ray task retries. `max_concurrency` caps the documents of one
-    batch in flight (default: the client's).
+    `max_retries`, `mode`, `chunk_chars`, ...), go to `multitask.Client`; `rpm`/`tpm` there
+    limit this one worker, `rate_limit` shares a budget among all of them. `ledger` makes
+    each document's rows come out once across Ray task retries. `max_concurrency` caps the
+    documents of one batch in flight (default: the client's).
 
     A document that fails still gives the items it delivered before failing, then its error
     row.
@@ -436,7 +446,7 @@ class Extractor:
                     rows = pending[r.index]
                     key = keys[r.index]
                     if not r.done:
-                        rows.append(self._item_row(key, r.item, r.position))
+                        rows.append(self._item_row(key, r))
                         continue
                     if r.error is not None:
                         rows.append(_error_row(key, r.error))
@@ -455,12 +465,21 @@ class Extractor:
             return None
         return self.ledger.handle.record.remote(key, rows)
 
-    def _item_row(self, key: Any, item: Any, position: int | None) -> Row:
+    def _item_row(self, key: Any, r: Result[Any]) -> Row:
         if self.item_format == "json":
-            value: Any = self._adapter.dump_json(item).decode()
+            value: Any = self._adapter.dump_json(r.item).decode()
         else:
-            value = self._adapter.dump_python(item, mode="json")
-        return {"key": key, "position": position, "item": value, "error": None, "error_type": None}
+            value = self._adapter.dump_python(r.item, mode="json")
+        return {
+            "key": key,
+            "position": r.position,
+            "item": value,
+            "start": r.start,
+            "end": r.end,
+            "match": r.match,
+            "error": None,
+            "error_type": None,
+        }
 
     def _types(self) -> dict[str, Any]:
         """Each column's Arrow type but the key's (None: inferred, for a "dict" item)."""
@@ -469,8 +488,8 @@ class Extractor:
     def _table(self, rows: list[Row]) -> Any:
         """map_batches output: the rows as one Arrow table, of the fixed types."""
         columns = {"key": pa.array([r["key"] for r in rows])}
-        for name, kind in self._types().items():
-            columns[name] = pa.array([r[name] for r in rows], type=kind)
+        for name, kind in self._types().items():  # `.get`: a ledger's rows may predate a column
+            columns[name] = pa.array([r.get(name) for r in rows], type=kind)
         return pa.table(columns)
 
     def _arrow_row(self, row: Row) -> dict[str, Any]:
@@ -481,7 +500,8 @@ class Extractor:
         """
         typed: dict[str, Any] = {"key": pa.scalar(row["key"])}
         for name, kind in self._types().items():
-            typed[name] = row[name] if kind is None else pa.scalar(row[name], type=kind)
+            value = row.get(name)
+            typed[name] = value if kind is None else pa.scalar(value, type=kind)
         return typed
 
     # -- the client ----------------------------------------------------------------------------
@@ -550,6 +570,9 @@ def _error_row(key: Any, error: MultitaskError) -> Row:
         "key": key,
         "position": None,
         "item": None,
+        "start": None,
+        "end": None,
+        "match": None,
         "error": str(error) or type(error).__name__,
         "error_type": type(error).__name__,
     }

@@ -11,7 +11,8 @@ Starlette's `Response` when Starlette is installed, so FastAPI passes them throu
 Each response:
 
 - sends every item (or every event of `Client.extract_events`) the moment it arrives, as one
-  JSON object with a `type`: `item`, `started`, `updated`, `skipped`;
+  JSON object with a `type`: `item`, `started`, `updated`, `skipped` (an `item` of a type
+  with a `multitask.Quote` also has `start`, `end` and `match`: where it is in the text);
 - sends a keep-alive (an SSE comment, or a blank NDJSON line) when nothing else was sent for
   `keep_alive` seconds, so proxies and browsers keep an idle stream open;
 - ends with one event that says how the extraction ended: `done` (with `items`, `usage` and
@@ -23,6 +24,9 @@ Each response:
 
 The stream must outlive the endpoint function: create the `Client` in the app's lifespan, not
 in an `async with` around the `return`.
+
+`highlight(text, items)` builds a static HTML page of a text with each item's grounded quotes
+(`multitask.Quote`) marked, its fields shown on hover: to look at what an extraction found.
 """
 
 from __future__ import annotations
@@ -52,12 +56,15 @@ from ._exceptions import (
     StreamDecodeError,
     StreamError,
 )
+from ._highlight import highlight
 from ._partial import ItemDone, ItemStarted, ItemUpdated
+from ._quote import first_quote
 
 __all__ = [
     "DEFAULT_KEEP_ALIVE",
     "NDJSONResponse",
     "SSEResponse",
+    "highlight",
     "ndjson_response",
     "safe_error",
     "sse_response",
@@ -322,7 +329,7 @@ async def _watch_disconnect(receive: Receive, writer: _Writer) -> None:
 def _message(value: Any, items: int) -> dict[str, Any]:
     """The JSON message for one item or event of the stream."""
     if isinstance(value, ItemDone):
-        return {"type": "item", "index": value.index, "item": value.item}
+        return _item(value.index, value.item)
     if isinstance(value, ItemUpdated):
         return {"type": "updated", "index": value.index, "partial": value.partial}
     if isinstance(value, ItemStarted):
@@ -333,4 +340,14 @@ def _message(value: Any, items: int) -> dict[str, Any]:
             "index": value.index,
             "message": f"Item {value.index} did not match the expected schema and was skipped.",
         }
-    return {"type": "item", "index": items, "item": value}
+    return _item(items, value)
+
+
+def _item(index: int, item: Any) -> dict[str, Any]:
+    """An `item` message; with `start`, `end` and `match` when the item has a grounded
+    `multitask.Quote` (its first, in field order), as `Result` and the CLI's rows have."""
+    message = {"type": "item", "index": index, "item": item}
+    quote = first_quote(item)
+    if quote is not None:
+        message |= {"start": quote.start, "end": quote.end, "match": quote.match}
+    return message

@@ -177,14 +177,11 @@ async def test_chunks_without_a_quote_field_read_each_chunk() -> None:
                 client(server).extract_stream(Plain, text, chunk_chars=1000, **option)
 
 
-async def test_what_does_not_read_in_chunks_yet_says_so() -> None:
+async def test_extract_events_reads_one_answer_and_says_so() -> None:
     async with ScriptedModelServer(ReadingModel(PATTERN)) as server:
         c = client(server, chunk_chars=100)
         with pytest.raises(ConfigurationError, match="extract_events reads a text in one"):
             c.extract_events(Mention, "Name1")
-        with pytest.raises(ConfigurationError, match="extract_many reads a text in one"):
-            async with c.extract_many(Mention, ["Name1"]):
-                pass
 
 
 async def test_bad_chunk_options_are_one_line_errors() -> None:

@@ -211,3 +211,94 @@ def test_out_of_order_answers_cut_in_tiny_windows_give_up() -> None:
 def test_bad_options_are_configuration_errors(options: dict[str, int], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         DocumentPlan("text", **options)  # type: ignore[arg-type]
+
+
+# -- resuming after an item a reader already has ---------------------------------------------------
+
+
+def read_plan(plan: DocumentPlan, mentions: list[At], *, everything: bool) -> list[At]:
+    """Every chunk still to read, by a model that reads its whole window (its context too,
+    when `everything`); what was delivered, in order."""
+    delivered: list[At] = []
+    for chunk in plan.todo:
+        window: Window | None = chunk.window()
+        while window is not None:
+            lo = window.context if everything else window.start
+            answer = [m for m in mentions if lo <= m.start and m.end <= window.end]
+            delivered += [s for s in answer if chunk.place(s) is Place.DELIVER]
+            window = chunk.answered(cut=False)
+    return delivered
+
+
+@pytest.mark.parametrize("everything", [False, True], ids=["obeys", "rereads-context"])
+def test_resuming_after_any_item_delivers_exactly_the_rest(everything: bool) -> None:
+    text = words(300)
+    mentions = [At(m.start(), m.end()) for m in re.finditer(r"w\d+", text)]
+    for last in range(0, len(mentions), 7):
+        at = mentions[last]
+        plan = DocumentPlan(
+            text, chunk_chars=120, overlap_chars=30, resume_after=(at.start, at.end)
+        )
+        holder = plan.chunk_of(at.start)
+        assert plan.todo[0] is holder or holder.done
+        assert all(c.done for c in plan.chunks if c.end <= at.start)
+        assert read_plan(plan, mentions, everything=everything) == mentions[last + 1 :], last
+
+
+def test_a_resumed_chunk_reads_from_after_the_item_with_no_context() -> None:
+    text = words(300)
+    plan = DocumentPlan(text, chunk_chars=120, overlap_chars=30)
+    third = plan.chunks[2]
+    inside = text.index(" ", third.start + 20)  # a word's end inside the third chunk
+    word = (text.rindex(" ", 0, inside) + 1, inside)
+    plan = DocumentPlan(text, chunk_chars=120, overlap_chars=30, resume_after=word)
+    assert [c.index for c in plan.todo] == list(range(2, len(plan.chunks)))
+    chunk = plan.todo[0]
+    assert chunk.window() == Window(word[1], word[1], chunk.end + 30)  # no context before it
+    assert chunk.place(At(*word)) is Place.REPEAT  # the item it resumed after
+    assert chunk.place(At(chunk.start, chunk.start + 2)) is Place.REPEAT  # before it
+    assert chunk.place(At(word[1] + 1, word[1] + 3)) is Place.DELIVER
+    # The next chunk is read as usual: its first request shows the context before it, but
+    # none from before the item's end.
+    after = plan.todo[1]
+    assert after.window().context == after.start - 30
+    near_end = (plan.chunks[1].end - 5, plan.chunks[1].end - 2)
+    plan = DocumentPlan(text, chunk_chars=120, overlap_chars=30, resume_after=near_end)
+    assert plan.todo[1].window() == Window(
+        near_end[1], plan.chunks[2].start, plan.chunks[2].end + 30
+    )
+
+
+def test_resuming_after_a_chunks_last_item_may_leave_nothing_of_it() -> None:
+    text = "aaa bbb. ccc ddd."
+    plan = DocumentPlan(text, chunk_chars=9, resume_after=(4, 9))  # runs to the chunk's end
+    assert plan.chunks[0].done
+    assert [c.index for c in plan.todo] == [1]
+
+
+def test_a_resumed_chunk_cut_and_out_of_order_re_reads_only_what_is_after_the_item() -> None:
+    text = words(400)
+    mentions = [At(m.start(), m.end()) for m in re.finditer(r"w\d+", text)]
+    at = mentions[99]
+    plan = DocumentPlan(
+        text, chunk_chars=None, max_continuations=100, resume_after=(at.start, at.end)
+    )
+    (chunk,) = plan.todo
+    delivered: set[At] = set()
+    halves = 0
+    window: Window | None = chunk.window()
+    while window is not None:
+        assert window.context >= at.end  # nothing before the item is read again
+        seen = [m for m in mentions if window.start <= m.start and m.end <= window.end]
+        answer = (seen[1::2] + seen[::2])[:180]  # the odd ones first, and cut
+        delivered |= {s for s in answer if chunk.place(s) is Place.DELIVER}
+        window = chunk.answered(cut=len(seen) > 180)
+        halves += window is not None and window.end < chunk.end
+    assert delivered == set(mentions[100:])
+    assert halves > 0
+
+
+@pytest.mark.parametrize("span", [(-1, 2), (5, 3), (0, 999), (8, 8)])
+def test_a_resume_span_outside_the_text_is_a_configuration_error(span: tuple[int, int]) -> None:
+    with pytest.raises(ConfigurationError, match="is not a span of the text"):
+        DocumentPlan("abc defg", chunk_chars=4, resume_after=span)

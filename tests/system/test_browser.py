@@ -2,8 +2,9 @@
 
 The demo app (examples/web_demo/app.py) runs under uvicorn on 127.0.0.1 with its scripted model
 server. The test presses the button, checks that the rows appear one at a time, greyed out while
-in progress, before the final "done", and that closing the page cancels the model request.
-Screenshots go to artifacts/.
+in progress, before the final "done", that each person's name lights up in the text the moment
+their row is done (at its span, counted in characters, also after emoji and CJK), and that
+closing the page cancels the model request. Screenshots go to artifacts/.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -36,7 +38,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-# Records, in the page, every change of the table and the status line with its time.
+# Records, in the page, every change of the table, the highlighted text and the status line
+# with its time.
 RECORD = """() => {
   window.__timeline = [];
   const t0 = performance.now();
@@ -45,6 +48,7 @@ RECORD = """() => {
     window.__timeline.push({
       t: performance.now() - t0,
       done: document.querySelectorAll("#items tbody tr.done").length,
+      marks: document.querySelectorAll("#source mark").length,
       partial: partial ? partial.textContent : null,
       partialColor: partial ? getComputedStyle(partial).color : null,
       state: document.getElementById("status").dataset.state,
@@ -78,6 +82,7 @@ def load_demo() -> ModuleType:
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import has it: pydantic resolves names there
     spec.loader.exec_module(module)
     return module
 
@@ -104,12 +109,20 @@ def serve(app: Any) -> Iterator[str]:
         thread.join(10)
 
 
-def first_times(timeline: list[dict[str, Any]]) -> dict[int, float]:
-    """When each count of completed rows was first seen."""
+def first_times(timeline: list[dict[str, Any]], key: str = "done") -> dict[int, float]:
+    """When each count of completed rows (or of highlighted spans) was first seen."""
     seen: dict[int, float] = {}
     for entry in timeline:
-        seen.setdefault(entry["done"], entry["t"])
+        seen.setdefault(entry[key], entry["t"])
     return seen
+
+
+def marked(page: Any) -> list[tuple[str, str]]:
+    """The highlighted spans of the shown text: (words, items)."""
+    found: list[tuple[str, str]] = page.eval_on_selector_all(
+        "#source mark", "ms => ms.map(m => [m.textContent, m.dataset.items])"
+    )
+    return [tuple(pair) for pair in found]  # type: ignore[misc]
 
 
 def test_demo_streams_rows_and_closing_the_page_cancels_the_model() -> None:
@@ -162,6 +175,17 @@ def test_demo_streams_rows_and_closing_the_page_cancels_the_model() -> None:
             assert times[-2] < done_at
             assert done_at - times[0] > 300, "the first row came well before the end"
 
+            # Each name lit up in the text, one by one, the moment its row was done: in every
+            # snapshot as many highlighted spans as completed rows; in the end one per person.
+            marks = first_times(timeline, "marks")
+            assert sorted(marks) == list(range(len(people) + 1)), marks
+            assert all(e["marks"] == e["done"] for e in timeline), timeline
+            mark_times = [marks[n] for n in range(1, len(people) + 1)]
+            assert mark_times == times
+            assert marked(page) == [(p["name"], str(i)) for i, p in enumerate(people)]
+            shown = page.text_content("#source")
+            assert shown == demo.DEMO_TEXT
+
             # The row in progress was greyed out and grew as the model wrote it.
             partials = [e for e in timeline if e["partial"]]
             assert len({e["partial"] for e in partials}) > len(people), "rows grew in place"
@@ -169,7 +193,19 @@ def test_demo_streams_rows_and_closing_the_page_cancels_the_model() -> None:
             assert colors
             assert all(c not in ("rgb(0, 0, 0)", "rgb(28, 28, 28)") for c in colors)
 
+            # Spans count characters (code points, as Python's str), not UTF-16 units: names
+            # after emoji (two units each, or a sequence of them) and CJK are marked exactly.
+            text = "👩‍💻 東京で Ada Lovelace, 36, met 🇫🇷 Alan Turing, 41. Zoë Ångström e\u0301 too."
+            page.fill("#text", text)
+            page.click("#go")
+            page.wait_for_function("document.getElementById('status').dataset.state === 'done'")
+            assert marked(page) == [("Ada Lovelace", "0"), ("Alan Turing", "1")]
+            assert page.text_content("#source") == text
+            assert page.locator("#items tbody tr.done").count() == 2
+            page.screenshot(path=str(ARTIFACTS / "web_demo_highlights.png"))
+
             # Closing the page mid-stream makes the model server see the request cancelled.
+            page.fill("#text", demo.DEMO_TEXT)
             server = app.state.server
             before = len(server.requests)
             page.click("#go")

@@ -105,6 +105,22 @@ MISTAKES = {
         "stdin:2: not a JSON line",
     ),
     "demo without API key": (["demo", "--model", "openai:gpt-4o-mini"], "", "OPENAI_API_KEY"),
+    "chunk size zero": ([*EXTRACT, *OPENAI, "--chunk-chars", "0", "doc.txt"], "", "--chunk-chars"),
+    "negative overlap": (
+        [*EXTRACT, *OPENAI, "--chunk-chars", "9", "--overlap-chars", "-1", "doc.txt"],
+        "",
+        "--overlap-chars",
+    ),
+    "continuations not a number": (
+        [*EXTRACT, *OPENAI, "--max-continuations", "many", "doc.txt"],
+        "",
+        "--max-continuations",
+    ),
+    "overlap without a Quote field": (
+        [*EXTRACT, *OPENAI, "--chunk-chars", "9", "--overlap-chars", "3", "doc.txt"],
+        "",
+        "needs the item type to have a multitask.Quote field",
+    ),
 }
 
 

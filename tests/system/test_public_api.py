@@ -135,7 +135,7 @@ TESTING = {
 }
 
 WEB = {"sse_response", "ndjson_response", "SSEResponse", "NDJSONResponse", "safe_error"}
-WEB |= {"DEFAULT_KEEP_ALIVE"}
+WEB |= {"DEFAULT_KEEP_ALIVE", "highlight"}
 
 RAY = {"Extractor", "Ledger", "RateLimit", "SharedRateLimiter", "output_schema"}
 

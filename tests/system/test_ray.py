@@ -6,6 +6,7 @@ import collections
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -25,7 +26,13 @@ pa = pytest.importorskip("pyarrow")
 pytest.importorskip("ray.data")
 
 import multitask.ray as mray  # noqa: E402
-from multitask.testing import RecordedRequest, Script, ScriptedModelServer  # noqa: E402
+from multitask import Quote  # noqa: E402
+from multitask.testing import (  # noqa: E402
+    ReadingModel,
+    RecordedRequest,
+    Script,
+    ScriptedModelServer,
+)
 
 
 class User(BaseModel):
@@ -142,7 +149,17 @@ def check_rows(rows: list[dict[str, Any]], n: int) -> tuple[int, int]:
     """Every item once, as scripted, in positions 0..k-1; one error row per failed document."""
     by_key: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for row in rows:
-        assert set(row) == {"key", "position", "item", "error", "error_type"}
+        assert set(row) == {
+            "key",
+            "position",
+            "item",
+            "start",
+            "end",
+            "match",
+            "error",
+            "error_type",
+        }
+        assert row["start"] is row["end"] is row["match"] is None  # User has no Quote
         by_key[row["key"]].append(row)
     assert set(by_key) == {f"doc{i}" for i in range(n)}
     items = failed = 0
@@ -366,6 +383,45 @@ def test_batch_formats_and_item_formats_without_ray_data(
     # Without a key column, the key is the text's hash: the same on every attempt.
     (table,) = anyio.run(run, extractor(), {"text": np.array(texts[:1], dtype=object)})
     assert set(table.column("key").to_pylist()) == {mray._text_key(texts[0])}
+
+
+class Mention(BaseModel):
+    quote: Quote
+
+
+def test_long_texts_in_chunks_give_rows_with_spans(ray_local: None) -> None:
+    texts = {
+        f"book{k}": " ".join(f"At {i}, Name{k}x{i} spoke." for i in range(120)) for k in (1, 2)
+    }
+    model = ReadingModel(r"Name\d+x\d+", script=Script(chunk_size=64))
+    with (
+        anyio.from_thread.start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(ScriptedModelServer(model)) as server,
+    ):
+        ds = ray.data.from_items([{"key": k, "text": t} for k, t in texts.items()])
+        rows = ds.map_batches(
+            mray.Extractor,
+            fn_constructor_args=(Mention,),
+            fn_constructor_kwargs={
+                "model": "openai:reader",
+                "base_url": server.openai_base_url,
+                "api_key": "test",
+                "max_tokens": 200,
+                "chunk_chars": 900,
+                "overlap_chars": 50,
+                "max_continuations": 10,
+            },
+            batch_size=2,
+            compute=ray.data.ActorPoolStrategy(size=1),
+            num_cpus=0.5,
+        ).take_all()
+    assert len(server.requests) > 2 * 3  # read in chunks, cut answers continued
+    for key, text in texts.items():
+        mine = sorted((r for r in rows if r["key"] == key), key=lambda r: r["position"])
+        spans = [(m.start(), m.end()) for m in re.finditer(r"Name\d+x\d+", text)]
+        assert [(r["start"], r["end"]) for r in mine] == spans, key
+        assert [json.loads(r["item"])["quote"] for r in mine] == [text[a:b] for a, b in spans]
+        assert {r["match"] for r in mine} == {"exact"}
 
 
 def window_max(times: list[float], width: float) -> int:

@@ -158,6 +158,32 @@ async def test_ndjson_of_an_item_stream() -> None:
     assert lines[-1]["finish_reason"] == "tool_calls"
 
 
+class Said(BaseModel):
+    who: str
+    words: multitask.Quote
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("respond", [sse_response, ndjson_response])
+@pytest.mark.parametrize("events", [False, True])
+async def test_an_item_with_a_quote_says_where_it_is(respond: Any, events: bool) -> None:
+    text = "Ada said «hello there» and Alan said hello there."
+    said = [{"who": "Ada", "words": "hello there"}, {"who": "Alan", "words": "hello there"}]
+    async with ScriptedModelServer(Script(items=said)) as server, openai_client(server) as client:
+        harness = Harness()
+        stream = client.extract_events(Said, text) if events else client.extract_stream(Said, text)
+        await harness.run(respond(stream))
+    parse = parse_sse if respond is sse_response else parse_ndjson
+    got, _ = parse(harness.body)
+    messages = [m[1] if isinstance(m, tuple) else m for m in got]
+    items = [m for m in messages if m["type"] == "item"]
+    assert [(m["start"], m["end"], m["match"]) for m in items] == [
+        (text.index("hello"), text.index("hello") + 11, "exact"),
+        (text.rindex("hello"), text.rindex("hello") + 11, "exact"),
+    ]
+    assert [m["item"] for m in items] == said
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("respond", [sse_response, ndjson_response])
 async def test_keep_alives_while_idle(respond: Any) -> None:

@@ -342,6 +342,25 @@ async def test_a_proxy_in_the_environment_is_mounted_beside_the_own_transport(
         assert http._transport_for_url(httpx2.URL("https://x/")) is http._transport
 
 
+async def test_a_zero_keepalive_expiry_never_reuses_a_connection() -> None:
+    """uvloop's clock ticks in milliseconds, so a connection returned and taken again in the
+    same tick is 0.0 s old: a zero expiry must still refuse it (the server hangs after one
+    reply, so a reused connection would time out)."""
+    reply = Reply(
+        headers=[("content-type", "application/json"), ("connection", "keep-alive")],
+        body=(b"{}",),
+        framing="length",
+        then="hang",
+    )
+    async with HostileServer(reply) as server:
+        transport = StreamingTransport(keepalive_expiry=0.0)
+        async with httpx2.AsyncClient(transport=transport, timeout=2.0) as http:
+            for _ in range(30):
+                response = await http.post(server.url + "/x", json={})
+                assert response.json() == {}
+    assert server.connections == 30
+
+
 async def test_concurrent_requests_while_idle_connections_expire() -> None:
     """Requests that find expired idle connections close them (an await) while others take
     and return connections: the pool must stay consistent (this once raised IndexError)."""

@@ -11,11 +11,15 @@ is sent, streamed as OpenAI chat streams it, and cuts its answer at the request'
 `overlap_chars`, `max_continuations` and a `max_tokens` small enough that most chunks are cut
 and continued, and checks that every mention came exactly once, at its place.
 
+Then the same through a model that takes its time (`--paced` deltas a second per answer, on
+a quarter of the text), with 1, 4 and 16 chunks read at once: the wall time that reading
+side by side saves.
+
 Reported per row (event loop, `chunk_concurrency`, `order`): requests made, items, wall time,
 items a second, the client's CPU per item (its process only), and its peak memory: the
 process's peak RSS growth over the run, and Python's peak allocation in a second run under
 tracemalloc (the document itself, about 1 MB as a str, is allocated before either). Takes
-about a minute; the figures depend on the machine.
+about two minutes; the figures depend on the machine.
 """
 
 from __future__ import annotations
@@ -67,7 +71,8 @@ def serve(args: argparse.Namespace) -> None:
 
     from multitask.testing import ReadingModel, Script, ScriptedModelServer
 
-    model = ReadingModel(PATTERN, script=Script(chunk_size=args.chunk_size))
+    script = Script(chunk_size=args.chunk_size, tokens_per_second=args.tokens_per_second)
+    model = ReadingModel(PATTERN, script=script)
 
     async def main() -> None:
         async with ScriptedModelServer(model) as server:
@@ -80,9 +85,11 @@ def serve(args: argparse.Namespace) -> None:
 class Server:
     """`serve` in a process of its own."""
 
-    def __init__(self, chunk_size: int) -> None:
+    def __init__(self, chunk_size: int, tokens_per_second: float | None = None) -> None:
         command = [sys.executable, str(Path(__file__).resolve()), "serve"]
         command += ["--chunk-size", str(chunk_size)]
+        if tokens_per_second is not None:
+            command += ["--tokens-per-second", str(tokens_per_second)]
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()
@@ -176,28 +183,38 @@ def client(args: argparse.Namespace) -> None:
 
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
-    server = Server(args.chunk_size)
     rows: list[dict[str, Any]] = []
     configs = [(1, "document"), (4, "document"), (4, "arrival")]
     if args.quick:
         configs = configs[:2]
-    out = Path(f"/tmp/bench_long_{id(server)}.json")
+    runs = [(None, loop, c, o, args.chars) for loop in args.loops.split(",") for c, o in configs]
+    if args.paced:
+        # A model that takes its time (each answer streamed at `--paced` deltas a second):
+        # what reading chunks side by side saves in wall time.
+        chars = args.chars // 4
+        runs += [(args.paced, "asyncio", c, "document", chars) for c in (1, 4, 16)]
+    servers: dict[float | None, Server] = {}
+    out = Path(f"/tmp/bench_long_{id(rows)}.json")
     try:
-        for loop in args.loops.split(","):
-            for concurrency, order in configs:
-                command = [sys.executable, str(Path(__file__).resolve()), "client", server.url]
-                command += ["--loop", loop, "--concurrency", str(concurrency)]
-                command += ["--order", order, "--chars", str(args.chars), "--out", str(out)]
-                subprocess.run(command, check=True, timeout=900)
-                rows.append(json.loads(out.read_text()))
+        for pace, loop, concurrency, order, chars in runs:
+            if pace not in servers:
+                servers[pace] = Server(args.chunk_size, pace)
+            command = [sys.executable, str(Path(__file__).resolve()), "client"]
+            command += [servers[pace].url, "--loop", loop, "--concurrency", str(concurrency)]
+            command += ["--order", order, "--chars", str(chars), "--out", str(out)]
+            subprocess.run(command, check=True, timeout=900)
+            rows.append(json.loads(out.read_text()) | {"paced": pace})
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
         out.unlink(missing_ok=True)
     return rows
 
 
 def report(rows: list[dict[str, Any]]) -> str:
     header = [
+        "chars",
+        "paced",
         "loop",
         "chunks at once",
         "order",
@@ -211,6 +228,8 @@ def report(rows: list[dict[str, Any]]) -> str:
     ]
     body = [
         [
+            f"{r['chars']:,}",
+            "no" if r.get("paced") is None else f"{r['paced']:,.0f} deltas/s",
             r["loop"],
             str(r["chunk_concurrency"]),
             r["order"],
@@ -224,12 +243,11 @@ def report(rows: list[dict[str, Any]]) -> str:
         ]
         for r in rows
     ]
-    chars = rows[0]["chars"] if rows else 0
     title = (
-        f"{chars:,} characters, chunk_chars={CHUNK_CHARS}, overlap_chars={OVERLAP_CHARS}, "
-        f"max_tokens={MAX_TOKENS} (answers cut and continued)"
+        f"chunk_chars={CHUNK_CHARS}, overlap_chars={OVERLAP_CHARS}, max_tokens={MAX_TOKENS} "
+        "(answers cut and continued)"
     )
-    return title + "\n\n" + _table(header, body, right_from=3)
+    return title + "\n\n" + _table(header, body, right_from=5)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,8 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loops", default="asyncio,uvloop,trio")
     parser.add_argument("--chars", type=int, default=1_000_000)
     parser.add_argument("--chunk-size", type=int, default=16, help="characters per delta")
+    parser.add_argument(
+        "--paced",
+        type=float,
+        default=2000.0,
+        help="also a paced model at this many deltas a second, a quarter of the text (0: not)",
+    )
     s = sub.add_parser("serve")
     s.add_argument("--chunk-size", type=int, default=16)
+    s.add_argument("--tokens-per-second", type=float, default=None)
     c = sub.add_parser("client")
     c.add_argument("url")
     c.add_argument("--loop", default="asyncio")

@@ -268,6 +268,7 @@ class Aligner:
         "_log",
         "_owned",
         "_raw_index",
+        "_word_cursor",
         "fuzzy_threshold",
         "offset",
         "read_from",
@@ -303,6 +304,8 @@ class Aligner:
         # needle -> {window start -> offset}: every occurrence of the needle from the window's
         # start up to that offset is owned, so the next search starts there (repeats).
         self._exact_cursor: dict[str, dict[int, int]] = {}
+        # The same for the whole-word places of the needle (`_exact` looks for those first).
+        self._word_cursor: dict[str, dict[int, int]] = {}
         self._folded_cursor: dict[str, dict[int, int]] = {}
 
     @property
@@ -359,9 +362,10 @@ class Aligner:
         """Drop an owned span, and move back the cursors that may have stepped over it."""
         self._owned.discard(span)
         start, end = span
-        cursors = self._exact_cursor.get(self.text[start:end])
-        if cursors:
-            _lower(cursors, start, start)
+        words = self.text[start:end]
+        for cursors in (self._exact_cursor.get(words), self._word_cursor.get(words)):
+            if cursors:
+                _lower(cursors, start, start)
         if self._folded is not None and self._folded_cursor:
             folded = self._folded
             ns = folded.folded_offset(start, after=False)
@@ -406,31 +410,36 @@ class Aligner:
     def _exact(self, words: str, lo: int, hi: int, *, whole_words: bool = False) -> Span | None:
         """The first unowned occurrence that is not part of a longer word ("Name1" is not
         the start of "Name10"), else (unless `whole_words`) the first unowned one (a text
-        without spaces)."""
-        cursors = self._exact_cursor.get(words)
-        at = lo if cursors is None else cursors.get(lo, lo)
+        without spaces). Each kind has its cursor, so repeats of a name that is also the
+        start of longer words do not rescan those."""
         owned, size, text = self._owned, len(words), self.text
         head, tail = _is_word(words[0]), _is_word(words[-1])
-        first = None
-        for i in _places(text, words, at, hi, self._text_index(lo, hi)):
+        n = len(text)
+        index = self._text_index(lo, hi)
+        cursors = self._word_cursor.get(words)
+        at = lo if cursors is None else cursors.get(lo, lo)
+        for i in _places(text, words, at, hi, index):
             if (i, i + size) in owned:
                 continue
-            if first is None:
-                first = i
             if not (head and i > 0 and _is_word(text[i - 1])) and not (
-                tail and i + size < len(text) and _is_word(text[i + size])
+                tail and i + size < n and _is_word(text[i + size])
             ):
-                break
-        else:
-            if first is None or whole_words:
-                if first is not None:
-                    self._exact_cursor.setdefault(words, {})[lo] = first
-                return None
-            i = first
-        if cursors is None:
-            cursors = self._exact_cursor[words] = {}
-        cursors[lo] = first if first is not None else i
-        return Span(i, i + size, "exact")
+                if cursors is None:
+                    cursors = self._word_cursor[words] = {}
+                cursors[lo] = i  # every whole-word place before it is owned
+                return Span(i, i + size, "exact")
+        if whole_words:
+            return None
+        cursors = self._exact_cursor.get(words)
+        at = lo if cursors is None else cursors.get(lo, lo)
+        for i in _places(text, words, at, hi, index):
+            if (i, i + size) in owned:
+                continue
+            if cursors is None:
+                cursors = self._exact_cursor[words] = {}
+            cursors[lo] = i  # every place before it is owned
+            return Span(i, i + size, "exact")
+        return None
 
     def _normalized(self, needle: str, lo: int, hi: int) -> Span | None:
         folded = self.folded

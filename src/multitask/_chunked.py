@@ -73,25 +73,37 @@ _PART_NOTE = (
 
 
 #: The options only `chunked_items` reads.
-CHUNK_OPTIONS = ("chunk_chars", "overlap_chars", "max_continuations", "order", "chunk_concurrency")
+CHUNK_OPTIONS = (
+    "chunk_chars",
+    "overlap_chars",
+    "max_continuations",
+    "order",
+    "chunk_concurrency",
+    "key",
+)
 
 
 def wants_chunks(engine: Engine, options: Mapping[str, Any]) -> bool:
-    """Whether these options ask for a text to be read in chunks or continued after a cut.
+    """Whether these options ask for a text to be read in chunks, continued after a cut, or
+    its items told apart by a `key`.
 
-    Read off the two options alone, on every call: whether they (and the rest) are valid is
+    Read off those options alone, on every call: whether they (and the rest) are valid is
     checked where they are used."""
     base = engine.options
     chunk_chars = options.get("chunk_chars", base.chunk_chars)
-    return chunk_chars is not None or bool(options.get("max_continuations", base.max_continuations))
+    return (
+        chunk_chars is not None
+        or bool(options.get("max_continuations", base.max_continuations))
+        or options.get("key", base.key) is not None
+    )
 
 
 def refuse_chunks(engine: Engine, options: Mapping[str, Any], reader: str) -> None:
     """A `ConfigurationError` if the options ask for chunks where they cannot be had yet."""
     if wants_chunks(engine, options):
         raise ConfigurationError(
-            f"{reader} reads a text in one request: chunk_chars and max_continuations are "
-            "options of extract_stream, extract, extract_many and the CLI (not of "
+            f"{reader} reads a text in one request: chunk_chars, max_continuations and key "
+            "are options of extract_stream, extract and extract_many (not of "
             "extract_events, whose events follow one answer)"
         )
 
@@ -126,12 +138,17 @@ def chunked_items(
     opts = merge_options(engine.options, options) if options else engine.options
     schema = schema_for(item_type)
     grounded = contains_quote(schema.item_adapter)
-    if not grounded and (opts.overlap_chars or opts.max_continuations):
-        what = "overlap_chars" if opts.overlap_chars else "max_continuations"
+    if not grounded and opts.max_continuations:
         raise ConfigurationError(
-            f"{what} needs the item type to have a multitask.Quote field: repeats and "
-            f"continuations are told apart by where each item's quote is in the text, and "
+            "max_continuations needs the item type to have a multitask.Quote field: a "
+            "continuation starts after the last item's quote in the text, and "
             f"{schema.task_name} has none (chunk_chars alone works without one)"
+        )
+    if not grounded and opts.overlap_chars and opts.key is None:
+        raise ConfigurationError(
+            "overlap_chars needs the item type to have a multitask.Quote field, or a key=: "
+            "an item read twice in an overlap is told apart by where its quote is, or by its "
+            f"key, and {schema.task_name} has no Quote (chunk_chars alone works without one)"
         )
     if opts.chunk_concurrency < 1:
         raise ConfigurationError(
@@ -145,7 +162,9 @@ def chunked_items(
         resume_after=resume_after,
     )
     asked = {k: v for k, v in options.items() if k not in CHUNK_OPTIONS}
-    system = (opts.system or engine.prepare(item_type, "", asked).spec.system) + _PART_NOTE
+    system = opts.system or engine.prepare(item_type, "", asked).spec.system
+    if opts.chunk_chars is not None or opts.max_continuations:
+        system += _PART_NOTE
     reader = _Reader(engine, item_type, plan, opts, asked, system, grounded=grounded)
     item = getattr(schema, "item_type", item_type)
     return ChunkedStream(reader, item_type=item, model=engine.model)
@@ -221,6 +240,8 @@ class _Reader:
     system: str
     grounded: bool
     info: StreamInfo = field(default_factory=StreamInfo)
+    #: The `key`s of the items delivered, when the options give a `key`.
+    keys: set[Any] = field(default_factory=set)
 
     def request(self, window: Window) -> ItemStream[Any]:
         """One request over `window`, its quotes grounded in the window's text."""
@@ -251,6 +272,7 @@ class _Reader:
         order="document": an item waits until no later answer can bring one before it: the
         end of its answer, after which the chunk reads only from the next window's start."""
         in_order = self.base.order == "document" and self.grounded
+        key, keys = self.base.key, self.keys
         held: list[tuple[int, int, Any]] = []  # (start, arrival, item), a heap
         arrivals = 0
         try:
@@ -264,6 +286,11 @@ class _Reader:
                             span = _span(item) if self.grounded else None
                             if span is not None and chunk.place(span) is not Place.DELIVER:
                                 continue
+                            if key is not None:
+                                known = key(item)
+                                if known in keys:
+                                    continue
+                                keys.add(known)
                             if in_order and span is not None:
                                 heapq.heappush(held, (span.start, arrivals, item))
                                 arrivals += 1

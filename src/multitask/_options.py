@@ -7,7 +7,7 @@ at the call, not a `TypeError` from deep inside the first request.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from types import UnionType
@@ -56,6 +56,9 @@ class Options:
     order: Literal["document", "arrival"] = "document"
     #: Chunks read at once (above 1: the stream must be used with `async with`).
     chunk_concurrency: int = 1
+    #: What makes two items the same one (`key(item)`, hashable): an item whose key came
+    #: before is dropped, across chunks, overlaps and continuations.
+    key: Callable[[Any], Hashable] | None = None
 
 
 #: The defaults of every option.
@@ -156,6 +159,8 @@ def _describe(tp: Any) -> str:
         return "one of " + ", ".join(repr(arg) for arg in get_args(tp))
     if tp is type(None):
         return "None"
+    if origin is Callable:
+        return "a function"
     kind = origin or tp
     module = getattr(kind, "__module__", "")
     name = getattr(kind, "__qualname__", str(kind))

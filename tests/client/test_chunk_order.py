@@ -225,3 +225,46 @@ async def test_a_timeout_or_an_error_of_the_caller_leaves_the_block_as_itself() 
                 async for _ in stream:
                     raise KeyError("mine")
         await all_ended(server)
+
+
+class Plain(BaseModel):
+    name: str
+
+
+class Named(BaseModel):
+    name: str
+    quote: Quote
+
+
+async def test_a_key_tells_apart_items_without_a_quote_read_twice_in_an_overlap() -> None:
+    text = " ".join(f"Here Name{i} said things." for i in range(300))  # every name once
+    names = re.findall(PATTERN, text)
+    model = ReadingModel(PATTERN, item=lambda m: {"name": m[0]}, script=FAST)
+    async with ScriptedModelServer(model) as server:
+        c = client(server)
+        with pytest.raises(ConfigurationError, match="needs the item type to have a"):
+            c.extract_stream(Plain, text, chunk_chars=1000, overlap_chars=100)
+        got = await c.extract(
+            Plain, text, chunk_chars=1000, overlap_chars=100, key=lambda p: p.name
+        )
+        assert [p.name for p in got] == names  # each once, though overlaps were read twice
+        read = sum(len(re.findall(PATTERN, t)) for t in model.texts)
+        assert read > len(names)  # the model did answer some names twice
+        with pytest.raises(ConfigurationError, match="option 'key' must be a function"):
+            c.extract_stream(Plain, text, key="name")
+
+
+async def test_a_key_alone_keeps_one_item_per_key() -> None:
+    # One request (no chunks): the key still drops the items that came before by it.
+    text = "Name1 met Name2, then Name1 again, and Name3 and Name2."
+    model = ReadingModel(PATTERN, item=lambda m: {"name": m[0], "quote": m[0]}, script=FAST)
+    async with ScriptedModelServer(model) as server:
+        got = await client(server).extract(Named, text, key=lambda n: n.name)
+        assert [(n.name, n.quote.start) for n in got] == [
+            ("Name1", 0),
+            ("Name2", 10),
+            ("Name3", 39),
+        ]
+        assert len(server.requests) == 1
+        system = server.requests[0].body["messages"][0]["content"]
+        assert "part of a longer text" not in system

@@ -44,6 +44,7 @@ from ._exceptions import (
     StreamError,
 )
 from ._many import Progress, Result, Results
+from ._parts import PDF, Image
 from ._patch import patch
 from ._providers import (
     Usage,
@@ -54,6 +55,7 @@ from ._providers import (
 from ._quote import Quote
 from ._ratelimit import RateLimiter
 from ._schema import SchemaError
+from ._sources import Document
 from ._stream import ItemStream, StreamInfo
 from ._taskmodel import MultiTask, MultiTaskModel
 from ._validation import InvalidItem, OnInvalid
@@ -65,6 +67,7 @@ except PackageNotFoundError:  # a source tree on sys.path, not installed
 del PackageNotFoundError, _version
 
 __all__ = [
+    "PDF",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
@@ -72,10 +75,12 @@ __all__ = [
     "Client",
     "ConfigurationError",
     "ContentFilterError",
+    "Document",
     "EventStream",
     "EventTooLargeError",
     "ExtractionEvent",
     "Finished",
+    "Image",
     "IncompleteOutputError",
     "InvalidItem",
     "ItemDone",

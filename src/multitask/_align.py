@@ -25,7 +25,7 @@ import re
 import unicodedata
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import count, repeat
 from typing import Final, Literal
@@ -271,6 +271,7 @@ class Aligner:
         "_word_cursor",
         "fuzzy_threshold",
         "offset",
+        "page_of",
         "read_from",
         "text",
     )
@@ -282,6 +283,7 @@ class Aligner:
         fuzzy_threshold: float = FUZZY_THRESHOLD,
         offset: int = 0,
         read_from: int = 0,
+        page_of: Callable[[int], int | None] | None = None,
     ) -> None:
         if not 0.0 < fuzzy_threshold <= 1.0:
             raise ValueError(f"fuzzy_threshold must be in (0, 1], not {fuzzy_threshold}")
@@ -292,6 +294,9 @@ class Aligner:
         #: Where in `text` the part to extract from begins: quotes are looked for there first,
         #: and in the context before it only if they are not there.
         self.read_from = read_from
+        #: The page of an offset into the document (a `Document`'s `page_of`), for the
+        #: Quotes grounded here; None when the text has no pages.
+        self.page_of = page_of
         self.fuzzy_threshold = fuzzy_threshold
         self._folded: Folded | None = None
         # Indexes of the text and of the folded text, for windows too long to scan per quote:

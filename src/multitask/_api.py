@@ -17,6 +17,7 @@ import httpx2
 
 from ._client import Client
 from ._many import Documents, Result
+from ._parts import Input
 from ._providers import Provider
 from ._stream import ItemStream
 from ._taskmodel import MultiTaskModel
@@ -28,15 +29,15 @@ T = TypeVar("T")
 
 @overload
 def extract_stream(
-    item_type: type[MultiTaskModel[T]], text: str | None, **options: Any
+    item_type: type[MultiTaskModel[T]], text: Input | None, **options: Any
 ) -> ItemStream[T]: ...
 @overload
-def extract_stream(item_type: type[T], text: str | None, **options: Any) -> ItemStream[T]: ...
+def extract_stream(item_type: type[T], text: Input | None, **options: Any) -> ItemStream[T]: ...
 @overload
-def extract_stream(item_type: Any, text: str | None, **options: Any) -> ItemStream[Any]: ...
+def extract_stream(item_type: Any, text: Input | None, **options: Any) -> ItemStream[Any]: ...
 def extract_stream(
     item_type: Any,
-    text: str | None,
+    text: Input | None,
     *,
     model: str | None = None,
     base_url: str | None = None,
@@ -80,15 +81,15 @@ async def _owned(client: Client, stream: ItemStream[T]) -> AsyncGenerator[T, Non
 
 @overload
 async def extract(
-    item_type: type[MultiTaskModel[T]], text: str | None, **options: Any
+    item_type: type[MultiTaskModel[T]], text: Input | None, **options: Any
 ) -> list[T]: ...
 @overload
-async def extract(item_type: type[T], text: str | None, **options: Any) -> list[T]: ...
+async def extract(item_type: type[T], text: Input | None, **options: Any) -> list[T]: ...
 @overload
-async def extract(item_type: Any, text: str | None, **options: Any) -> list[Any]: ...
+async def extract(item_type: Any, text: Input | None, **options: Any) -> list[Any]: ...
 async def extract(
     item_type: Any,
-    text: str | None,
+    text: Input | None,
     *,
     model: str | None = None,
     base_url: str | None = None,
@@ -112,15 +113,15 @@ async def extract(
 
 @overload
 def extract_stream_sync(
-    item_type: type[MultiTaskModel[T]], text: str | None, **options: Any
+    item_type: type[MultiTaskModel[T]], text: Input | None, **options: Any
 ) -> Iterator[T]: ...
 @overload
-def extract_stream_sync(item_type: type[T], text: str | None, **options: Any) -> Iterator[T]: ...
+def extract_stream_sync(item_type: type[T], text: Input | None, **options: Any) -> Iterator[T]: ...
 @overload
-def extract_stream_sync(item_type: Any, text: str | None, **options: Any) -> Iterator[Any]: ...
+def extract_stream_sync(item_type: Any, text: Input | None, **options: Any) -> Iterator[Any]: ...
 def extract_stream_sync(
     item_type: Any,
-    text: str | None,
+    text: Input | None,
     *,
     model: str | None = None,
     base_url: str | None = None,
@@ -164,15 +165,15 @@ def extract_stream_sync(
 
 @overload
 def extract_sync(
-    item_type: type[MultiTaskModel[T]], text: str | None, **options: Any
+    item_type: type[MultiTaskModel[T]], text: Input | None, **options: Any
 ) -> list[T]: ...
 @overload
-def extract_sync(item_type: type[T], text: str | None, **options: Any) -> list[T]: ...
+def extract_sync(item_type: type[T], text: Input | None, **options: Any) -> list[T]: ...
 @overload
-def extract_sync(item_type: Any, text: str | None, **options: Any) -> list[Any]: ...
+def extract_sync(item_type: Any, text: Input | None, **options: Any) -> list[Any]: ...
 def extract_sync(
     item_type: Any,
-    text: str | None,
+    text: Input | None,
     *,
     model: str | None = None,
     base_url: str | None = None,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -34,6 +34,7 @@ from ._document import Chunk, DocumentPlan, Place, Window
 from ._engine import Engine, schema_for
 from ._exceptions import ConfigurationError, IncompleteOutputError
 from ._options import Options, merge_options
+from ._parts import resolve
 from ._providers import Usage
 from ._quote import contains_quote, first_quote
 from ._stream import ItemStream, StreamInfo
@@ -111,19 +112,31 @@ def refuse_chunks(engine: Engine, options: Mapping[str, Any], reader: str) -> No
 def document_items(
     engine: Engine,
     item_type: Any,
-    text: str | None,
+    source: object,
     options: Mapping[str, Any],
     *,
     resume: bool,
     resume_after: tuple[int, int] | None = None,
 ) -> ItemStream[Any]:
-    """The items of one text: in chunks when the options ask for it, else one request.
+    """The items of one input (a text, a `Document`, an `Image`, a `PDF` or a list of them):
+    in chunks when the options ask for it (a text or `Document` only), else one request.
 
     `resume_after`: the span of the last item a reader already has of this text (chunked
     reading only): what comes before it in the text is not read again."""
+    content = resolve(source)
+    text, parts, page_of = content.text, content.parts, content.page_of
+    if parts is not None:
+        if wants_chunks(engine, options):
+            raise ConfigurationError(
+                "chunk_chars, max_continuations and key read one text in chunks: they take "
+                "a str or a multitask.Document, not a list of parts or an image or PDF"
+            )
+        return engine.items(item_type, text, options, resume=resume, parts=parts)
     if text is not None and wants_chunks(engine, options):
-        return chunked_items(engine, item_type, text, options, resume_after=resume_after)
-    return engine.items(item_type, text, options, resume=resume)
+        return chunked_items(
+            engine, item_type, text, options, resume_after=resume_after, page_of=page_of
+        )
+    return engine.items(item_type, text, options, resume=resume, page_of=page_of)
 
 
 def chunked_items(
@@ -133,8 +146,10 @@ def chunked_items(
     options: Mapping[str, Any],
     *,
     resume_after: tuple[int, int] | None = None,
+    page_of: Callable[[int], int | None] | None = None,
 ) -> ChunkedStream[Any]:
-    """`Engine.items` for a text read in chunks and continued after cuts."""
+    """`Engine.items` for a text read in chunks and continued after cuts (`page_of`: the
+    page of an offset in it, for the Quotes)."""
     opts = merge_options(engine.options, options) if options else engine.options
     schema = schema_for(item_type)
     grounded = contains_quote(schema.item_adapter)
@@ -165,7 +180,9 @@ def chunked_items(
     system = opts.system or engine.prepare(item_type, "", asked).spec.system
     if opts.chunk_chars is not None or opts.max_continuations:
         system += _PART_NOTE
-    reader = _Reader(engine, item_type, plan, opts, asked, system, grounded=grounded)
+    reader = _Reader(
+        engine, item_type, plan, opts, asked, system, grounded=grounded, page_of=page_of
+    )
     item = getattr(schema, "item_type", item_type)
     return ChunkedStream(reader, item_type=item, model=engine.model)
 
@@ -239,6 +256,8 @@ class _Reader:
     asked: dict[str, Any]  # the options of every request (the chunk options left out)
     system: str
     grounded: bool
+    #: The page of an offset in the text (a `Document`'s), for the Quotes.
+    page_of: Callable[[int], int | None] | None = None
     info: StreamInfo = field(default_factory=StreamInfo)
     #: The `key`s of the items delivered, when the options give a `key`.
     keys: set[Any] = field(default_factory=set)
@@ -260,6 +279,7 @@ class _Reader:
                 text[window.context : window.end],
                 offset=window.context,
                 read_from=window.start - window.context,
+                page_of=self.page_of,
             )
         # `resume`: a request that fails after items is retried too, its answer's first
         # items checked against those and skipped (each item once, as in extract_many).

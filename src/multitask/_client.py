@@ -23,6 +23,7 @@ from ._events import EventStream, extract_events
 from ._exceptions import ConfigurationError
 from ._many import Documents, Progress, Results, extract_many
 from ._options import DEFAULT_OPTIONS, DEFAULT_TIMEOUT, Options, merge_options
+from ._parts import Input
 from ._providers import Provider, get_provider, split_model
 from ._providers._provider import unsupported_mode
 from ._ratelimit import RateLimiter
@@ -159,18 +160,22 @@ class Client:
 
     @overload
     def extract_stream(
-        self, item_type: type[MultiTaskModel[T]], text: str | None, **options: Any
+        self, item_type: type[MultiTaskModel[T]], text: Input | None, **options: Any
     ) -> ItemStream[T]: ...
     @overload
     def extract_stream(
-        self, item_type: type[T], text: str | None, **options: Any
+        self, item_type: type[T], text: Input | None, **options: Any
     ) -> ItemStream[T]: ...
     @overload
     def extract_stream(
-        self, item_type: Any, text: str | None, **options: Any
+        self, item_type: Any, text: Input | None, **options: Any
     ) -> ItemStream[Any]: ...
-    def extract_stream(self, item_type: Any, text: str | None, **options: Any) -> ItemStream[Any]:
+    def extract_stream(self, item_type: Any, text: Input | None, **options: Any) -> ItemStream[Any]:
         """Stream the items of type `item_type` found in `text`, each as soon as it is complete.
+
+        `text` is a str, a `multitask.Document` (its text; grounded Quotes get its `.page`),
+        a `multitask.Image` or `multitask.PDF`, or a list mixing them with strs, which each
+        provider gets as its own content parts (`ConfigurationError` for one it cannot take).
 
         Returns an `ItemStream`: iterate it with `async for`; use it with `async with` to close
         it deterministically. Raises (after the valid items) `IncompleteOutputError`,
@@ -184,30 +189,32 @@ class Client:
 
     @overload
     async def extract(
-        self, item_type: type[MultiTaskModel[T]], text: str | None, **options: Any
+        self, item_type: type[MultiTaskModel[T]], text: Input | None, **options: Any
     ) -> list[T]: ...
     @overload
-    async def extract(self, item_type: type[T], text: str | None, **options: Any) -> list[T]: ...
+    async def extract(self, item_type: type[T], text: Input | None, **options: Any) -> list[T]: ...
     @overload
-    async def extract(self, item_type: Any, text: str | None, **options: Any) -> list[Any]: ...
-    async def extract(self, item_type: Any, text: str | None, **options: Any) -> list[Any]:
+    async def extract(self, item_type: Any, text: Input | None, **options: Any) -> list[Any]: ...
+    async def extract(self, item_type: Any, text: Input | None, **options: Any) -> list[Any]:
         """Extract every item into a list (the stream, collected)."""
         stream: ItemStream[Any] = self.extract_stream(item_type, text, **options)
         return await stream.collect()
 
     @overload
     def extract_events(
-        self, item_type: type[MultiTaskModel[T]], text: str | None, **options: Any
+        self, item_type: type[MultiTaskModel[T]], text: Input | None, **options: Any
     ) -> EventStream[T]: ...
     @overload
     def extract_events(
-        self, item_type: type[T], text: str | None, **options: Any
+        self, item_type: type[T], text: Input | None, **options: Any
     ) -> EventStream[T]: ...
     @overload
     def extract_events(
-        self, item_type: Any, text: str | None, **options: Any
+        self, item_type: Any, text: Input | None, **options: Any
     ) -> EventStream[Any]: ...
-    def extract_events(self, item_type: Any, text: str | None, **options: Any) -> EventStream[Any]:
+    def extract_events(
+        self, item_type: Any, text: Input | None, **options: Any
+    ) -> EventStream[Any]:
         """Stream events for each item as it starts, grows and completes (`EventStream[T]`).
 
         `ItemStarted`, throttled `ItemUpdated` snapshots (`min_interval=0.05` seconds apart,

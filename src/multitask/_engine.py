@@ -31,6 +31,7 @@ from ._exceptions import APIStatusError, MultitaskError, ProviderError
 from ._extraction import Extraction, Pipeline
 from ._httperrors import HTTPX2_ERRORS, name_request, translate
 from ._options import DEFAULT_TIMEOUT, Options, merge_options
+from ._parts import Parts
 from ._prompt import build_messages, default_system
 from ._providers import HTTPRequest, Provider, RequestSpec, TaskSchema
 from ._quote import contains_quote
@@ -116,16 +117,23 @@ class Engine:
         options: Mapping[str, Any],
         *,
         aligner: Aligner | None = None,
+        parts: Parts | None = None,
+        page_of: Callable[[int], int | None] | None = None,
     ) -> Prepared[Any]:
         """The options, schema, request spec and HTTP request for one extraction.
 
+        `parts`: the user message as parts (texts, images, PDFs), sent instead of `text`,
+        which is then what their quotes are grounded in (the text parts). `page_of`: the page
+        of an offset in `text`, for the grounded Quotes (a `Document`'s).
+
         Raises what no request could get past (an unknown option, a mode the provider
-        lacks, an item type with no schema) before anything is sent."""
+        lacks, an item type with no schema, a part the provider cannot take) before
+        anything is sent."""
         opts = merge_options(self.options, options) if options else self.options
         schema: type[MultiTaskModel[Any]] = schema_for(cast(Hashable, item_type))
         mode = opts.mode or self.provider.default_mode
         system = opts.system or default_system(schema.task_name, parallel=mode == "parallel_tools")
-        system, messages = build_messages(text, system=system, messages=opts.messages)
+        system, messages = build_messages(text, system=system, messages=opts.messages, parts=parts)
         spec = RequestSpec(
             model=self.model_name,
             # A `Multi{Name}` class is a `TaskSchema` through its class properties, which
@@ -139,7 +147,7 @@ class Engine:
             extra_body=opts.extra_body or {},
         )
         if aligner is None and text is not None and contains_quote(schema.item_adapter):
-            aligner = Aligner(text)
+            aligner = Aligner(text, page_of=page_of)
         return Prepared(opts, schema, spec, self.provider.request(spec), aligner)
 
     def items(
@@ -150,12 +158,16 @@ class Engine:
         *,
         resume: bool = False,
         aligner: Aligner | None = None,
+        parts: Parts | None = None,
+        page_of: Callable[[int], int | None] | None = None,
     ) -> ItemStream[Any]:
         """The validated items of one extraction, as an `ItemStream` (typed by the caller).
 
         `aligner`: what its Quotes are grounded in, when not the text itself (a window of a
-        longer text, `_chunked`)."""
-        prepared = self.prepare(item_type, text, options, aligner=aligner)
+        longer text, `_chunked`). `parts`, `page_of`: as `prepare` takes them."""
+        prepared = self.prepare(
+            item_type, text, options, aligner=aligner, parts=parts, page_of=page_of
+        )
         opts, schema, mode = prepared.opts, prepared.schema, prepared.spec.mode
 
         def new_pipeline() -> Extraction[Any]:

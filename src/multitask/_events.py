@@ -30,6 +30,7 @@ from ._partial import (
     ItemUpdated,
     PartialTaskParser,
 )
+from ._parts import Input, resolve
 from ._providers._base import ProviderDecoder, Usage
 from ._sse import DEFAULT_MAX_EVENT_BYTES
 from ._stream import ItemStream, StreamInfo
@@ -211,7 +212,7 @@ class EventStream(ItemStream[ExtractionEvent[T]]):
 def extract_events(
     engine: Engine,
     item_type: type[T] | Any,
-    text: str | None,
+    text: Input | None,
     *,
     min_interval: float = DEFAULT_MIN_INTERVAL,
     partial_strings: bool = True,
@@ -232,7 +233,10 @@ def extract_events(
     """
     if min_interval < 0:
         raise ValueError(f"min_interval must not be negative, not {min_interval}")
-    prepared: Prepared[T] = engine.prepare(item_type, text, options)
+    content = resolve(text)
+    prepared: Prepared[T] = engine.prepare(
+        item_type, content.text, options, parts=content.parts, page_of=content.page_of
+    )
     refuse_chunks(engine, options, "extract_events")
     opts = prepared.opts
 

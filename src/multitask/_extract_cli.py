@@ -1,5 +1,10 @@
 """`multitask extract`: run `extract_many` over files or lines, writing JSON lines as they stream.
 
+A file is read by its kind: a `.pdf`'s text layer (`Document.from_pdf`, or the file itself sent
+to the model with `--pdf native`), an `.html` or `.htm` page's visible text
+(`Document.from_html`), anything else as UTF-8 text. An item row of a PDF read locally carries
+the `"page"` its quote's span starts on.
+
 The output file is its own checkpoint. Each item is a line `{"key": ..., "item": {...}}` (with
 `"start"`, `"end"` and `"match"`, its quote's span, when the item has a `multitask.Quote`); each
 document ends with `{"key": ..., "done": true, "items": n, ...}` or `{"key": ..., "error": ...}`.
@@ -44,8 +49,10 @@ from ._client import Client
 from ._exceptions import MultitaskError
 from ._html_report import HtmlReport
 from ._many import Progress, Result
+from ._parts import PDF
 from ._providers._request import Mode
 from ._quote import contains_quote
+from ._sources import Document
 
 __all__ = [
     "EXIT_FAILED",
@@ -66,9 +73,10 @@ __all__ = [
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 128 + signal.SIGINT
 
 DESCRIPTION = """\
-Extract items from many documents: one per file, or one per line of stdin or of JSON-lines
-files. Writes one JSON line per item as it streams ({"key": ..., "item": {...}}) and one when
-each document ends ({"key": ..., "done": true, ...} or {"key": ..., "error": ...}).
+Extract items from many documents: one per file (.pdf, .html/.htm, .md, .txt; any other as
+text), or one per line of stdin or of JSON-lines files. Writes one JSON line per item as it
+streams ({"key": ..., "item": {...}}, with "page" for a PDF's text) and one when each
+document ends ({"key": ..., "done": true, ...} or {"key": ..., "error": ...}).
 
 Run again with the same --output to resume: finished documents are skipped, and the lines of
 any cut off, torn or failed are dropped before they run again, so no item is lost or doubled.
@@ -150,6 +158,13 @@ def add_extract_command(commands: Any) -> None:
     cmd.add_argument(
         "--jsonl", action="store_true", help="stdin or each input file holds JSON lines"
     )
+    cmd.add_argument(
+        "--pdf",
+        choices=("text", "native"),
+        default="text",
+        help="text: read each PDF's text layer here (pypdf, the pdf extra) and send it, its "
+        "rows with the page; native: send the file itself to the model (default: text)",
+    )
     cmd.add_argument("--text-field", default="text", help="the text's field in JSON lines")
     cmd.add_argument("--key-field", help="the key's field in JSON lines (default: line number)")
     cmd.add_argument("--output", "-o", help="write here (and resume from it); default stdout")
@@ -227,7 +242,7 @@ class _Job:
     client: Client
     item_type: Any
     adapter: TypeAdapter[Any]
-    documents: Callable[[], AsyncIterator[tuple[str, str]]]
+    documents: Callable[[], AsyncIterator[tuple[str, Any]]]
     total: int | None
     out: IO[str]
     progress_bar: bool
@@ -237,6 +252,8 @@ class _Job:
     #: Documents cut off in an earlier run, by key: the items the file holds of each, and the
     #: span of the last, which the reading starts after.
     read_on: dict[str, tuple[int, tuple[int, int]]] = field(default_factory=dict)
+    #: The documents in flight that have pages (PDFs read here), by key: for the rows' `page`.
+    paged: dict[str, Document] = field(default_factory=dict)
 
 
 def run_extract(args: argparse.Namespace) -> int:
@@ -268,6 +285,13 @@ def run_extract(args: argparse.Namespace) -> int:
         if (value := getattr(args, name)) is not None
     }
     chunked = args.chunk_chars is not None or bool(args.max_continuations)
+    if paths and not args.jsonl and any(_kind(p) == "pdf" for p in paths):
+        _check_pdf_support(args.pdf)
+        if args.pdf == "native" and (chunked or args.overlap_chars):
+            raise UsageError(
+                "--chunk-chars, --overlap-chars and --max-continuations read a text in chunks, "
+                "and a PDF sent with --pdf native is a file, not a text here: use --pdf text"
+            )
     needs_quote = "--overlap-chars" if args.overlap_chars else "--max-continuations"
     if (args.overlap_chars or args.max_continuations) and not contains_quote(adapter):
         raise UsageError(
@@ -297,17 +321,19 @@ def run_extract(args: argparse.Namespace) -> int:
         report = HtmlReport(Path(args.html) if args.html else None, schema=args.schema)
     except OSError as exc:
         raise UsageError(f"--html {args.html}: {exc.strerror or exc}") from None
+    paged: dict[str, Document] = {}
     job = _Job(
         client=client,
         item_type=item_type,
         adapter=adapter,
-        documents=lambda: report.read(read_documents(args, paths, skip=finished)),
+        documents=lambda: report.read(read_documents(args, paths, skip=finished, paged=paged)),
         total=None if paths is None or args.jsonl else sum(str(p) not in finished for p in paths),
         out=out,
         progress_bar=not args.no_progress,
         report=report,
         options=options,
         read_on=read_on,
+        paged=paged,
     )
     try:
         return anyio.run(_extract, job)
@@ -346,7 +372,8 @@ async def _extract(job: _Job) -> int:
                 progress = results.progress
                 async for r in results:
                     had = job.read_on[r.index][0] if r.done and r.index in job.read_on else 0
-                    job.out.write(_line(r, job.adapter, had) + "\n")
+                    pages = job.paged.pop(r.index, None) if r.done else job.paged.get(r.index)
+                    job.out.write(_line(r, job.adapter, had, pages) + "\n")
                     job.out.flush()
                     job.report.add(r)
             tg.cancel_scope.cancel()
@@ -381,14 +408,19 @@ def _first(group: BaseExceptionGroup[Any]) -> BaseException:
     return exc
 
 
-def _line(r: Result[Any], adapter: TypeAdapter[Any], had: int = 0) -> str:
+def _line(
+    r: Result[Any], adapter: TypeAdapter[Any], had: int = 0, pages: Document | None = None
+) -> str:
     """One output line; `had`: the items an earlier run wrote of the document (counted in
-    its last line)."""
+    its last line); `pages`: the document read with its pages, for an item row's `page`."""
     if not r.done:
         item = adapter.dump_python(r.item, mode="json")
         if r.start is None:
             return json.dumps({"key": r.index, "item": item}, ensure_ascii=False)
         row = {"key": r.index, "item": item, "start": r.start, "end": r.end, "match": r.match}
+        page = pages.page_of(r.start) if pages is not None else None
+        if page is not None:
+            row["page"] = page
         return json.dumps(row, ensure_ascii=False)
     if r.error is not None:
         return json.dumps(
@@ -561,10 +593,17 @@ def input_paths(inputs: list[str]) -> list[Path]:
 
 
 async def read_documents(
-    args: argparse.Namespace, paths: list[Path] | None, *, skip: set[str]
-) -> AsyncIterator[tuple[str, str]]:
-    """(key, text) pairs, read as they are asked for: one per file, or per line of stdin or of
-    JSON-lines files; the keys in `skip` are left out (a skipped file is not even read)."""
+    args: argparse.Namespace,
+    paths: list[Path] | None,
+    *,
+    skip: set[str],
+    paged: dict[str, Document] | None = None,
+) -> AsyncIterator[tuple[str, Any]]:
+    """(key, document) pairs, read as they are asked for: one per file, or per line of stdin
+    or of JSON-lines files; the keys in `skip` are left out (a skipped file is not even read).
+
+    A file is read by its kind (`_read_file`); one read with pages (a PDF's text layer) is
+    kept in `paged` under its key, before it is handed on, for its rows' `page`."""
     if paths is None:
         with os.fdopen(os.dup(sys.stdin.fileno()), "rb") as f:
             async for document in _line_documents(f, "stdin", args, skip):
@@ -576,7 +615,13 @@ async def read_documents(
                 async for document in _line_documents(f, str(path), args, skip):
                     yield document
         elif str(path) not in skip:
-            yield str(path), await anyio.to_thread.run_sync(_read_text, path)
+            read = await anyio.to_thread.run_sync(_read_file, path, args.pdf)
+            if isinstance(read, Document):
+                if paged is not None and read.pages:
+                    paged[str(path)] = read
+                yield str(path), read.text
+            else:
+                yield str(path), read
 
 
 async def _line_documents(
@@ -602,6 +647,38 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _kind(path: Path) -> str:
+    """How a file is read: "pdf", "html", or "text" (`.md`, `.txt` and anything else)."""
+    suffix = path.suffix.lower()
+    return "pdf" if suffix == ".pdf" else "html" if suffix in (".html", ".htm") else "text"
+
+
+def _check_pdf_support(mode: str) -> None:
+    """Before anything starts: `--pdf text` has pypdf to read with."""
+    if mode == "text" and importlib.util.find_spec("pypdf") is None:
+        raise UsageError(
+            '--pdf text reads a PDF\'s text layer with pypdf: pip install "multitask[pdf]" '
+            "(or send the files to the model with --pdf native)"
+        )
+
+
+def _read_file(path: Path, pdf: str) -> Document | PDF:
+    """One file as a document: a PDF's text layer with its pages (or, `pdf="native"`, the
+    file as a `multitask.PDF` part), an HTML page's visible text, or the file's text."""
+    kind = _kind(path)
+    try:
+        if kind == "pdf" and pdf == "native":
+            return PDF(path)
+        if kind == "pdf":
+            return Document.from_pdf(path)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        reason = reason.removeprefix(f"{path.name}: ")
+        raise UsageError(f"cannot read {path}: {reason}") from None
+    text = _read_text(path)
+    return Document.from_html(text) if kind == "html" else Document(text)
 
 
 def _document(

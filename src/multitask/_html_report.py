@@ -32,12 +32,13 @@ class HtmlReport:
         )
 
     async def read(
-        self, documents: AsyncIterator[tuple[Any, str]]
-    ) -> AsyncIterator[tuple[Any, str]]:
-        """`documents` as they are, each text kept."""
+        self, documents: AsyncIterator[tuple[Any, Any]]
+    ) -> AsyncIterator[tuple[Any, Any]]:
+        """`documents` as they are, each text kept (a file sent as it is, a PDF, has none)."""
         async for key, text in documents:
             if self._file is not None:
-                self._documents[key] = Document(text, name=str(key))
+                shown = text if isinstance(text, str) else ""
+                self._documents[key] = Document(shown, name=str(key))
                 self._positions[key] = []
             yield key, text
 

@@ -30,23 +30,29 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from ._chunked import ChunkedStream, chunked_items, document_items, wants_chunks
 from ._engine import Engine
 from ._exceptions import ConfigurationError, MultitaskError
+from ._parts import PDF, Image, Input
 from ._providers import Usage
 from ._quote import contains_quote, first_quote
+from ._sources import Document
 from ._stream import ItemStream
 
 __all__ = ["Documents", "Progress", "Result", "Results", "extract_many"]
 
 T = TypeVar("T")
 
-#: What `extract_many` reads: texts, or `(key, text)` pairs, from a plain or async iterable;
-#: or a mapping of keys to texts, read as its `(key, text)` items.
+#: What `extract_many` reads: texts (or `Document`s, images, PDFs, lists of parts, as
+#: `extract_stream` takes them), or `(key, text)` pairs, from a plain or async iterable; or a
+#: mapping of keys to texts, read as its `(key, text)` items.
 Documents = (
-    Mapping[Any, str]
-    | Iterable[str]
-    | Iterable[tuple[Any, str]]
-    | AsyncIterable[str]
-    | AsyncIterable[tuple[Any, str]]
+    Mapping[Any, Input]
+    | Iterable[Input]
+    | Iterable[tuple[Any, Input]]
+    | AsyncIterable[Input]
+    | AsyncIterable[tuple[Any, Input]]
 )
+
+#: The types a document can be (a list is a list of parts).
+_INPUTS = (str, Document, Image, PDF, list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +197,7 @@ class _Fanout:
             except Exception as exc:  # the workers started finish; the error is the caller's
                 self.failure = exc
 
-    async def work(self, index: Any, text: str, slots: anyio.Semaphore) -> None:
+    async def work(self, index: Any, text: Input, slots: anyio.Semaphore) -> None:
         progress = self.progress
         progress.in_flight += 1
         self._report()
@@ -272,7 +278,7 @@ class _Fanout:
             self.on_progress(self.progress)
 
 
-async def _each(documents: Documents) -> AsyncGenerator[tuple[Any, str], None]:
+async def _each(documents: Documents) -> AsyncGenerator[tuple[Any, Input], None]:
     """(key, text) for each document: its position, unless it came as a (key, text) pair."""
     position = 0
     if isinstance(documents, Mapping):
@@ -287,10 +293,10 @@ async def _each(documents: Documents) -> AsyncGenerator[tuple[Any, str], None]:
             position += 1
 
 
-def _keyed(position: int, document: Any) -> tuple[Any, str]:
-    if isinstance(document, str):
+def _keyed(position: int, document: Any) -> tuple[Any, Input]:
+    if isinstance(document, _INPUTS):
         return position, document
-    if isinstance(document, tuple) and len(document) == 2 and isinstance(document[1], str):
+    if isinstance(document, tuple) and len(document) == 2 and isinstance(document[1], _INPUTS):
         return document[0], document[1]
     if isinstance(document, tuple) and len(document) == 2:
         raise TypeError(

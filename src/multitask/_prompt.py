@@ -6,6 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from ._parts import Parts
+
 __all__ = ["Message", "build_messages", "default_system", "json_instructions"]
 
 #: A chat message as the providers take it: {"role": ..., "content": ...}.
@@ -40,10 +42,14 @@ def build_messages(
     *,
     system: str,
     messages: Sequence[Message] | None = None,
+    parts: Parts | None = None,
 ) -> tuple[str, list[Message]]:
-    """The system prompt, and the conversation: the caller's messages, then the text."""
+    """The system prompt, and the conversation: the caller's messages, then the text (or
+    the `parts`, left for the provider to put in its own content blocks)."""
     conversation = [dict(m) for m in messages or ()]
-    if text is not None:
+    if parts is not None:
+        conversation.append({"role": "user", "content": parts})
+    elif text is not None:
         conversation.append({"role": "user", "content": text})
     if not conversation:
         raise ValueError("nothing to extract from: give a text or messages")

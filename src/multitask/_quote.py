@@ -47,16 +47,18 @@ class Quote(str):
     """Words the model copied from the text, and where they are in it.
 
     `text[q.start:q.end]` are the source words (offsets into the whole text given to the
-    extraction); `match` is `"exact"`, `"normalized"` or `"fuzzy"`. Outside an extraction the
-    three are None. It is a `str`: it serialises, compares and hashes as its words, except
-    that two Quotes with different spans are not equal (the same words at two places).
+    extraction); `match` is `"exact"`, `"normalized"` or `"fuzzy"`; `page` is the page (from 1)
+    `start` is on, for a `multitask.Document` with pages. Outside an extraction all are None.
+    It is a `str`: it serialises, compares and hashes as its words, except that two Quotes
+    with different spans are not equal (the same words at two places).
     """
 
-    __slots__ = ("_end", "_match", "_start")
+    __slots__ = ("_end", "_match", "_page", "_start")
 
     _start: int | None
     _end: int | None
     _match: MatchKind | None
+    _page: int | None
 
     def __new__(
         cls,
@@ -64,9 +66,10 @@ class Quote(str):
         start: int | None = None,
         end: int | None = None,
         match: MatchKind | None = None,
+        page: int | None = None,
     ) -> Quote:
         self = super().__new__(cls, value)
-        self._start, self._end, self._match = start, end, match
+        self._start, self._end, self._match, self._page = start, end, match, page
         return self
 
     @property
@@ -85,6 +88,11 @@ class Quote(str):
         return self._match
 
     @property
+    def page(self) -> int | None:
+        """The page (from 1) the words start on, for a `Document` with pages; else None."""
+        return self._page
+
+    @property
     def span(self) -> tuple[int, int] | None:
         """`(start, end)`, or None."""
         if self._start is None or self._end is None:
@@ -95,13 +103,16 @@ class Quote(str):
         words = str.__repr__(self)
         if self._start is None:
             return f"Quote({words})"
-        return f"Quote({words}, start={self._start}, end={self._end}, match={self._match!r})"
+        page = "" if self._page is None else f", page={self._page}"
+        return f"Quote({words}, start={self._start}, end={self._end}, match={self._match!r}{page})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self._start, self._end, self._match))
+        return (type(self), (str(self), self._start, self._end, self._match, self._page))
 
-    def __getnewargs__(self) -> tuple[str, int | None, int | None, MatchKind | None]:  # type: ignore[override]
-        return (str(self), self._start, self._end, self._match)
+    def __getnewargs__(  # type: ignore[override]
+        self,
+    ) -> tuple[str, int | None, int | None, MatchKind | None, int | None]:
+        return (str(self), self._start, self._end, self._match, self._page)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Quote):
@@ -181,7 +192,9 @@ class Grounding:
         if span is None:
             raise _not_found(value)
         shift = aligner.offset
-        made = Quote(value, span.start + shift, span.end + shift, span.match)
+        start = span.start + shift
+        page = aligner.page_of(start) if aligner.page_of is not None else None
+        made = Quote(value, start, span.end + shift, span.match, page)
         self.made.append(made)
         self.unsure = self.unsure or unsure
         return made
@@ -227,6 +240,8 @@ class Grounding:
                 )
             shift = self.aligner.offset
             q._start, q._end, q._match = span.start + shift, span.end + shift, span.match
+            page_of = self.aligner.page_of
+            q._page = page_of(q._start) if page_of is not None else None
         self._advance(held)
 
     def _align(self, value: str, *, claim: bool = True) -> Span | None:

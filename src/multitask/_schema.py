@@ -5,6 +5,10 @@ Pydantic writes standard JSON Schema (draft 2020-12). Providers accept only subs
 * OpenAI Structured Outputs with `strict: true` wants every object closed
   (`additionalProperties: false`) with every property listed in `required`, no `oneOf`, no
   `default`, and no keyword beside a `$ref`. `strict_schema` rewrites a schema that way.
+* `lean_schema` drops what a model does not need and every request would pay for: the titles
+  pydantic makes up (a property's from its name, a model's from its class name) and the
+  `$defs` entries referred to once (written in place instead). Descriptions, titles a user
+  set, and every keyword that changes which values are valid stay.
 * Google Gemini's `responseSchema` is a subset of the OpenAPI 3.0 Schema object: no `$ref`,
   upper-case type names, `nullable` instead of a union with null. `gemini_schema` converts to it.
 
@@ -22,7 +26,7 @@ from typing import Any
 
 from multitask._exceptions import MultitaskError
 
-__all__ = ["SchemaError", "gemini_schema", "strict_schema"]
+__all__ = ["SchemaError", "gemini_schema", "lean_schema", "strict_schema"]
 
 _Path = tuple[str, ...]
 
@@ -171,6 +175,131 @@ def _is_null(schema: dict[str, Any]) -> bool:
 
 
 # -- OpenAI strict mode ----------------------------------------------------------------------
+
+
+def lean_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` without pydantic's automatic titles, its single-use definitions in place."""
+    lean: dict[str, Any] = _drop_auto_titles(_inline_single_use(schema), None, None)
+    return lean
+
+
+def _auto_title(name: str) -> str:
+    """The title pydantic gives a property of this name (`xml_id` -> "Xml Id")."""
+    return name.title().replace("_", " ").strip()
+
+
+def _drop_auto_titles(node: Any, prop: str | None, definition: str | None) -> Any:
+    """A copy of the schema `node` without titles pydantic made up: a property's (`prop`, its
+    name) and a definition's (`definition`, its key: the model's class name)."""
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "title" and isinstance(value, str):
+            if (prop is not None and value == _auto_title(prop)) or value == definition:
+                continue
+            out[key] = value
+        elif key in ("properties", "patternProperties") and isinstance(value, dict):
+            named = key == "properties"
+            out[key] = {
+                k: _drop_auto_titles(v, k if named else None, None) for k, v in value.items()
+            }
+        elif key in _DEFS_KEYS and isinstance(value, dict):
+            out[key] = {k: _drop_auto_titles(v, None, k) for k, v in value.items()}
+        elif key in ("items", "additionalProperties", "not", "contains", "if", "then", "else"):
+            if isinstance(value, list):
+                out[key] = [_drop_auto_titles(v, None, None) for v in value]
+            else:
+                out[key] = _drop_auto_titles(value, None, None)
+        elif key in ("anyOf", "oneOf", "allOf", "prefixItems") and isinstance(value, list):
+            out[key] = [_drop_auto_titles(v, None, None) for v in value]
+        else:
+            out[key] = value  # data (enum, const, default, examples, required, ...)
+    return out
+
+
+def _inline_single_use(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with each root `$defs` entry that one `$ref` alone refers to, and that does not
+    refer back to itself, written in place of that `$ref` (a model used once needs no name)."""
+    defs = schema.get("$defs")
+    if not isinstance(defs, dict) or not defs:
+        return schema
+    uses: dict[str, int] = {}
+
+    def count(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                name = _unescape(ref[len("#/$defs/") :])
+                uses[name] = uses.get(name, 0) + 1
+            discriminator = node.get("discriminator")
+            mapping = discriminator.get("mapping") if isinstance(discriminator, dict) else None
+            if isinstance(mapping, dict):  # refers by name too: keep those definitions
+                for target in mapping.values():
+                    if isinstance(target, str) and target.startswith("#/$defs/"):
+                        name = _unescape(target[len("#/$defs/") :])
+                        uses[name] = uses.get(name, 0) + 2
+            for child in _children(node):
+                count(child)
+
+    count(schema)  # the definitions' own refs included: `_children` walks `$defs`
+    reaches = {name: _reachable(defs, name) for name in defs}
+    inline = {n for n in defs if uses.get(n) == 1 and n not in reaches[n] and "/" not in n}
+    if not inline:
+        return schema
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = _unescape(ref[len("#/$defs/") :])
+            if name in inline:
+                siblings = {k: v for k, v in node.items() if k != "$ref"}
+                inlined = rewrite(defs[name])
+                if inlined.get("title") == name:  # the class name pydantic titled it with
+                    del inlined["title"]
+                return inlined | siblings  # a field's own description wins
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "$defs" and node is schema:
+                continue
+            if key in ("properties", "patternProperties", *_DEFS_KEYS) and isinstance(value, dict):
+                out[key] = {k: rewrite(v) for k, v in value.items()}
+            elif key in _SUBSCHEMA_KEYS:
+                out[key] = rewrite(value)
+            else:
+                out[key] = value
+        return out
+
+    lean = rewrite(schema)
+    kept = {name: rewrite(sub) for name, sub in defs.items() if name not in inline}
+    if kept:
+        lean["$defs"] = kept
+    return _prune_defs(lean) if kept else lean
+
+
+#: The keywords whose values are schemas (or lists of them), beside the named tables.
+_SUBSCHEMA_KEYS = frozenset(
+    {"items", "additionalProperties", "not", "contains", "if", "then", "else"}
+    | {"anyOf", "oneOf", "allOf", "prefixItems"}
+)
+
+
+def _reachable(defs: dict[str, Any], start: str) -> set[str]:
+    """The definitions that `defs[start]` refers to, directly or through others."""
+    seen: set[str] = set()
+    pending = [start]
+    while pending:
+        for ref in _refs_in(defs.get(pending.pop(), {})):
+            if ref.startswith("#/$defs/"):
+                name = _unescape(ref[len("#/$defs/") :])
+                if name not in seen:
+                    seen.add(name)
+                    pending.append(name)
+    return seen
 
 
 def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:

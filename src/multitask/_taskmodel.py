@@ -32,7 +32,7 @@ from ._exceptions import MalformedOutputError
 from ._extraction import Extraction
 from ._providers._answers import finished_answer, stream_decoder
 from ._providers._base import ProviderDecoder
-from ._schema import SchemaError, strict_schema
+from ._schema import SchemaError, lean_schema, strict_schema
 from ._validation import OnInvalid
 
 __all__ = ["MultiTask", "MultiTaskModel", "task_name"]
@@ -92,8 +92,9 @@ class MultiTaskModel(BaseModel, Generic[T]):
 
     @_classproperty
     def openai_schema(cls: _MultiClass) -> dict[str, Any]:
-        """The function definition for OpenAI's legacy `functions=[...]` parameter."""
-        schema = cls.model_json_schema()
+        """The function definition for OpenAI's legacy `functions=[...]` parameter (its
+        parameters lean: no titles pydantic made up, models used once in place)."""
+        schema = lean_schema(cls.model_json_schema())
         parameters = {k: v for k, v in schema.items() if k not in ("title", "description")}
         parameters.setdefault("required", ["tasks"])
         return {
@@ -157,7 +158,7 @@ class MultiTaskModel(BaseModel, Generic[T]):
         Its name is the item type's; its parameters are the item's own schema, which must be an
         object (a model, dataclass or TypedDict).
         """
-        schema = cls.item_adapter.json_schema()
+        schema = lean_schema(cls.item_adapter.json_schema())
         if schema.get("type") != "object" and "$ref" not in schema:
             raise SchemaError(
                 f"mode='parallel_tools' needs object items (a model, dataclass or TypedDict); "

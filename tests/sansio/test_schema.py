@@ -5,17 +5,19 @@ from __future__ import annotations
 import copy
 import datetime
 import enum
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import jsonschema
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from typing_extensions import TypedDict
 
-from multitask import MultitaskError, SchemaError
-from multitask._schema import gemini_schema, strict_schema
+from multitask import MultiTask, MultitaskError, SchemaError
+from multitask._schema import gemini_schema, lean_schema, strict_schema
 
 # -- models ----------------------------------------------------------------------------------
 
@@ -739,3 +741,114 @@ def test_gemini_rejects_empty_objects_and_dangling_refs() -> None:
         gemini_schema(schema_of(Empty))
     with pytest.raises(SchemaError, match="points nowhere"):
         gemini_schema({"type": "object", "properties": {"a": {"$ref": "#/$defs/Nope"}}})
+
+
+# -- lean_schema ---------------------------------------------------------------------------------
+
+
+class _Street(BaseModel):
+    line: str
+    city: str = Field(title="Town")  # a title a user set
+
+
+class _Tree(BaseModel):
+    value: int
+    children: list[_Tree] = []
+
+
+class _Lean(BaseModel):
+    """A record."""
+
+    title: str  # a property named "title"
+    xml_id: int = Field(description="the record's id")
+    streets: list[_Street]
+    home: _Street | None = None
+    tree: _Tree | None = None
+    tags: dict[str, int] = {}
+
+
+class _Wrapped(BaseModel):
+    tasks: list[_Lean]
+
+
+def test_lean_schema_drops_made_up_titles_and_inlines_models_used_once() -> None:
+    full = _Wrapped.model_json_schema()
+    lean = lean_schema(full)
+    record = lean["properties"]["tasks"]["items"]  # used once: in place
+    assert "title" not in record
+    assert record["description"] == "A record."
+    assert set(record["properties"]) == {"title", "xml_id", "streets", "home", "tree", "tags"}
+    assert record["properties"]["title"] == {"type": "string"}  # the property stays, untitled
+    assert record["properties"]["xml_id"] == {"description": "the record's id", "type": "integer"}
+    # _Street is used twice and _Tree refers to itself: both stay in $defs.
+    assert set(lean["$defs"]) == {"_Street", "_Tree"}
+    assert lean["$defs"]["_Street"]["properties"]["city"]["title"] == "Town"
+    assert "title" not in lean["$defs"]["_Street"]["properties"]["line"]
+    assert "title" not in lean["$defs"]["_Street"]
+    assert len(json.dumps(lean)) < 0.85 * len(json.dumps(full))
+    assert full == _Wrapped.model_json_schema()  # the input is not touched
+
+
+_INSTANCES: list[Any] = [
+    {"tasks": []},
+    {"tasks": [{"title": "a", "xml_id": 1, "streets": []}]},
+    {
+        "tasks": [
+            {
+                "title": "a",
+                "xml_id": 1,
+                "streets": [{"line": "x", "city": "y"}],
+                "home": {"line": "h", "city": "c"},
+                "tree": {"value": 1, "children": [{"value": 2, "children": []}]},
+                "tags": {"k": 1},
+            }
+        ]
+    },
+    {"tasks": [{"title": 1, "xml_id": 1, "streets": []}]},  # wrong type
+    {"tasks": [{"title": "a", "streets": []}]},  # missing
+    {"tasks": [{"title": "a", "xml_id": 1, "streets": [{"line": "x"}]}]},  # nested missing
+    {"tasks": [{"title": "a", "xml_id": 1, "streets": [], "tree": {"value": "v"}}]},
+    {"tasks": [{"title": "a", "xml_id": 1, "streets": [], "tags": {"k": "v"}}]},
+    {"tasks": [{"title": "a", "xml_id": 1, "streets": [], "home": None}]},
+    {"tasks": "no"},
+]
+
+
+@pytest.mark.parametrize("instance", _INSTANCES)
+def test_lean_schema_accepts_exactly_what_the_full_one_does(instance: Any) -> None:
+    full = _Wrapped.model_json_schema()
+    check = jsonschema.Draft202012Validator
+    assert check(lean_schema(full)).is_valid(instance) == check(full).is_valid(instance)
+
+
+def test_a_lean_schema_is_still_one_for_openai_strict_mode_and_gemini() -> None:
+    class Record(BaseModel):
+        name: str
+        streets: list[_Street]
+        tree: _Tree | None = None
+
+    class Records(BaseModel):
+        tasks: list[Record]
+
+    lean = lean_schema(Records.model_json_schema())
+    jsonschema.Draft202012Validator.check_schema(strict_schema(lean))
+    flat = lean_schema(MultiTask(_Street).model_json_schema())  # Gemini: no recursion
+    street = gemini_schema(flat)["properties"]["tasks"]["items"]
+    assert street["properties"] == {"line": {"type": "STRING"}, "city": {"type": "STRING"}}
+    assert street["required"] == ["line", "city"]
+
+
+def test_lean_schema_keeps_the_models_a_discriminator_names() -> None:
+    class Cat(BaseModel):
+        kind: Literal["cat"]
+
+    class Dog(BaseModel):
+        kind: Literal["dog"]
+
+    class Pets(BaseModel):
+        tasks: list[Annotated[Cat | Dog, Field(discriminator="kind")]]
+
+    lean = lean_schema(Pets.model_json_schema())
+    assert set(lean["$defs"]) == {"Cat", "Dog"}
+    mapping = lean["properties"]["tasks"]["items"]["discriminator"]["mapping"]
+    assert all(ref.removeprefix("#/$defs/") in lean["$defs"] for ref in mapping.values())

@@ -140,7 +140,12 @@ def test_union_items(item_type: Any) -> None:
     assert got[1].lives == 9
     items = multi.openai_schema["parameters"]["properties"]["tasks"]["items"]
     variants = items.get("anyOf") or items.get("oneOf")
-    assert sorted(v["$ref"] for v in variants) == ["#/$defs/Cat", "#/$defs/Dog"]
+    if "discriminator" in items:  # its mapping names the models: they stay in $defs
+        assert sorted(v["$ref"] for v in variants) == ["#/$defs/Cat", "#/$defs/Dog"]
+        return
+    # Each model is used once: written in place, without the titles pydantic made up.
+    assert sorted(v["properties"]["kind"]["const"] for v in variants) == ["cat", "dog"]
+    assert not any("title" in v or "title" in v["properties"]["kind"] for v in variants)
 
 
 def test_discriminated_union_keeps_its_discriminator() -> None:
@@ -159,7 +164,7 @@ def test_dataclass_items() -> None:
     got = multi.from_response(_completion({"content": '{"tasks":[{"x":1,"y":2},{"x":3,"y":4}]}'}))
     assert got.tasks == [Point(1, 2), Point(3, 4)]
     schema = multi.openai_strict_schema
-    assert schema["$defs"]["Point"]["required"] == ["x", "y"]
+    assert schema["properties"]["tasks"]["items"]["required"] == ["x", "y"]
 
 
 def test_typeddict_items() -> None:
@@ -196,10 +201,10 @@ def test_openai_schema() -> None:
     tasks = parameters["properties"]["tasks"]
     assert tasks["type"] == "array"
     assert tasks["description"] == "Correctly segmented list of `User` tasks"
-    assert tasks["items"] == {"$ref": "#/$defs/User"}
-    user = parameters["$defs"]["User"]
+    user = tasks["items"]  # used once: in place, not in $defs
+    assert "$defs" not in parameters
     assert user["required"] == ["name", "age"]
-    assert user["properties"]["age"]["type"] == "integer"
+    assert user["properties"]["age"] == {"type": "integer"}  # no title pydantic made up
     json.dumps(schema)  # plain JSON
 
 
@@ -267,14 +272,14 @@ def test_strict_schema_of_nested_model_requires_optional_fields() -> None:
     schema = MultiTask(Contact).openai_strict_schema
     # root, Contact, Address, and `home`: a $ref with a description is inlined
     assert _assert_strict(schema) == 4
-    assert schema["$defs"]["Contact"]["properties"]["home"]["description"] == "Where they live"
-    contact = schema["$defs"]["Contact"]
+    contact = schema["properties"]["tasks"]["items"]  # used once: in place
+    assert contact["properties"]["home"]["description"] == "Where they live"
     assert contact["required"] == ["name", "email", "tags", "address", "home"]
     # An optional field stays optional by allowing null, now that it must be present.
     email = json.dumps(contact["properties"]["email"])
     assert '"null"' in email
     # The non-strict schema is untouched.
-    loose = MultiTask(Contact).openai_schema["parameters"]["$defs"]["Contact"]
+    loose = MultiTask(Contact).openai_schema["parameters"]["properties"]["tasks"]["items"]
     assert loose["required"] == ["name", "home"]
     assert "additionalProperties" not in loose
 

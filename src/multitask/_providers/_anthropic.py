@@ -8,8 +8,10 @@ from typing import Any
 from pydantic_core import to_json
 
 from .._exceptions import StreamError
-from .._prompt import json_instructions
+from .._parts import Parts
+from .._prompt import Message, json_instructions
 from ._base import AnswerSource, ProviderDecoder, Usage
+from ._content import ANTHROPIC_LIMITS, anthropic_message
 from ._provider import Provider, register_provider
 from ._request import RequestSpec
 
@@ -146,6 +148,7 @@ class Anthropic(Provider):
     base_url_env = "ANTHROPIC_BASE_URL"
     api_key_env = ("ANTHROPIC_API_KEY",)
     modes = frozenset({"tools", "json", "parallel_tools"})
+    part_limits = ANTHROPIC_LIMITS
 
     def endpoint(self, spec: RequestSpec) -> str:
         return f"{self.base_url}/v1/messages"
@@ -186,6 +189,10 @@ class Anthropic(Provider):
         if spec.temperature is not None:
             body["temperature"] = spec.temperature
         return body
+
+    def parts_message(self, parts: Parts) -> Message:
+        """`text`, `image` (base64 or URL source) and `document` (base64 PDF) blocks."""
+        return anthropic_message(parts, self.part_limits)
 
     def make_decoder(self, source: AnswerSource) -> ProviderDecoder:
         return AnthropicDecoder(source)

@@ -54,6 +54,8 @@ def register_openai_compatible(
             "stream_usage": stream_usage,
             "parallel_tool_calls": parallel_tool_calls,
             "max_tokens_field": max_tokens_field,
+            # OpenAI's documented size limits are OpenAI's; another server sets its own.
+            "part_limits": None,
         },
     )
     register_provider(name, provider, replace=replace)

@@ -8,9 +8,11 @@ from typing import Any
 from pydantic_core import to_json
 
 from .._exceptions import ContentFilterError, StreamError
-from .._prompt import json_instructions
+from .._parts import Parts
+from .._prompt import Message, json_instructions
 from .._schema import SchemaError, gemini_schema
 from ._base import AnswerSource, ProviderDecoder, Usage
+from ._content import GEMINI_LIMITS, gemini_message
 from ._provider import Provider, register_provider
 from ._request import RequestSpec
 
@@ -98,6 +100,7 @@ class Gemini(Provider):
     modes = frozenset({"json_schema", "json", "tools", "parallel_tools"})
     default_mode = "json_schema"
     api_version = "v1beta"
+    part_limits = GEMINI_LIMITS
 
     def endpoint(self, spec: RequestSpec) -> str:
         return (
@@ -155,6 +158,10 @@ class Gemini(Provider):
         if config:
             body["generationConfig"] = config
         return body
+
+    def parts_message(self, parts: Parts) -> Message:
+        """A user `Content` of `text` and `inline_data` parts."""
+        return gemini_message(parts, self.part_limits)
 
     def make_decoder(self, source: AnswerSource) -> ProviderDecoder:
         return GeminiDecoder(source)

@@ -8,8 +8,10 @@ from typing import Any
 from pydantic_core import to_json
 
 from .._exceptions import StreamError
-from .._prompt import json_instructions
+from .._parts import Parts
+from .._prompt import Message, json_instructions
 from ._base import AnswerSource, ProviderDecoder, Usage
+from ._content import ollama_message
 from ._provider import Provider, register_provider
 from ._request import RequestSpec
 
@@ -93,6 +95,10 @@ class Ollama(Provider):
         if options:
             body["options"] = options
         return body
+
+    def parts_message(self, parts: Parts) -> Message:
+        """The texts as `content`, the images as a base64 `images` list (no PDFs)."""
+        return ollama_message(parts, self.part_limits)
 
     def make_decoder(self, source: AnswerSource) -> ProviderDecoder:
         return OllamaDecoder(source)

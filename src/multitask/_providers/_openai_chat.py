@@ -6,8 +6,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from .._exceptions import StreamError
-from .._prompt import json_instructions
+from .._parts import Parts
+from .._prompt import Message, json_instructions
 from ._base import AnswerSource, ProviderDecoder, Usage
+from ._content import OPENAI_LIMITS, PartLimits, openai_chat_message
 from ._provider import Provider, register_provider
 from ._request import RequestSpec
 
@@ -186,6 +188,7 @@ class OpenAIChat(Provider):
     #: The body field for the output token limit; None: `max_completion_tokens` on
     #: api.openai.com and `max_tokens` elsewhere.
     max_tokens_field: ClassVar[str | None] = None
+    part_limits: ClassVar[PartLimits | None] = OPENAI_LIMITS
 
     def endpoint(self, spec: RequestSpec) -> str:
         return f"{self.base_url}/chat/completions"
@@ -233,6 +236,10 @@ class OpenAIChat(Provider):
         if spec.temperature is not None:
             body["temperature"] = spec.temperature
         return body
+
+    def parts_message(self, parts: Parts) -> Message:
+        """`text`, `image_url` and `file` (PDF) content parts."""
+        return openai_chat_message(parts, self.part_limits)
 
     def make_decoder(self, source: AnswerSource) -> ProviderDecoder:
         return OpenAIChatDecoder(source)

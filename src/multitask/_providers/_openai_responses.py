@@ -6,8 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._exceptions import StreamError
-from .._prompt import json_instructions
+from .._parts import Parts
+from .._prompt import Message, json_instructions
 from ._base import AnswerSource, ProviderDecoder, Usage
+from ._content import OPENAI_LIMITS, responses_message
 from ._provider import Provider, register_provider
 from ._request import RequestSpec
 
@@ -94,6 +96,7 @@ class OpenAIResponses(Provider):
     base_url_env = "OPENAI_BASE_URL"
     api_key_env = ("OPENAI_API_KEY",)
     modes = frozenset({"tools", "json_schema", "json", "parallel_tools"})
+    part_limits = OPENAI_LIMITS
 
     def endpoint(self, spec: RequestSpec) -> str:
         return f"{self.base_url}/responses"
@@ -143,6 +146,10 @@ class OpenAIResponses(Provider):
         if spec.temperature is not None:
             body["temperature"] = spec.temperature
         return body
+
+    def parts_message(self, parts: Parts) -> Message:
+        """`input_text`, `input_image` and `input_file` (PDF) content parts."""
+        return responses_message(parts, self.part_limits)
 
     def make_decoder(self, source: AnswerSource) -> ProviderDecoder:
         return OpenAIResponsesDecoder(source)

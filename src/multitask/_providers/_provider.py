@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import email.utils
 import os
@@ -12,8 +13,11 @@ from typing import Any, ClassVar, TypeVar
 from pydantic_core import from_json
 
 from .._exceptions import APIStatusError, ConfigurationError, MultitaskError
+from .._parts import Parts
+from .._prompt import Message
 from .._redact import Redactor
 from ._base import AnswerSource, ProviderDecoder
+from ._content import PartLimits
 from ._request import HTTPRequest, Mode, RequestSpec
 
 __all__ = [
@@ -49,6 +53,8 @@ class Provider:
     default_mode: ClassVar[Mode] = "tools"
     #: Whether the API needs a key even at a custom base URL.
     key_required: ClassVar[bool] = True
+    #: The documented limits on the images and files of a request, checked before sending.
+    part_limits: ClassVar[PartLimits | None] = None
 
     def __init__(self, *, base_url: str | None = None, api_key: str | None = None) -> None:
         env_url = os.environ.get(self.base_url_env) if self.base_url_env else None
@@ -71,6 +77,9 @@ class Provider:
         if spec.mode not in self.modes:
             raise unsupported_mode(self, spec.mode)
         self.check_credentials()
+        if any(isinstance(m.get("content"), Parts) for m in spec.messages):
+            messages = [self._native(m) for m in spec.messages]
+            spec = dataclasses.replace(spec, messages=messages)
         body = self.build_body(spec)
         body.update(spec.extra_body)
         headers = {
@@ -79,6 +88,24 @@ class Provider:
             **self.auth_headers(),
         }
         return HTTPRequest("POST", self.endpoint(spec), headers, body)
+
+    def _native(self, message: Message) -> Message:
+        content = message.get("content")
+        return self.parts_message(content) if isinstance(content, Parts) else message
+
+    def parts_message(self, parts: Parts) -> Message:
+        """The user message carrying `parts` (texts, `Image`s, `PDF`s) in this API's own
+        content blocks, its size limits checked; `ConfigurationError` for a part it cannot
+        take. This one takes text alone: a provider that takes more overrides it."""
+        for part in parts.items:
+            if not isinstance(part, str):
+                raise ConfigurationError(
+                    f"the {self.name!r} provider cannot take {part!r}: it takes text only"
+                )
+        return {
+            "role": "user",
+            "content": "\n\n".join(p for p in parts.items if isinstance(p, str)),
+        }
 
     def decoder(self, mode: Mode) -> ProviderDecoder:
         """A fresh decoder for one response's stream (its errors redacted, see `redact`)."""

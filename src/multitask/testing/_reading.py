@@ -1,8 +1,17 @@
-"""`ReadingModel`: a scripted model whose answer depends on the text each request carries."""
+"""`ReadingModel`: a scripted model whose answer depends on the text each request carries.
+
+It reads the text parts of every provider's format, and a PDF part's text layer (with pypdf,
+the `pdf` extra, when it is installed): a PDF sent natively can be tested offline. Images
+carry no text it can read.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import importlib
+import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,7 +21,7 @@ from multitask.testing._script import Script
 from multitask.testing._server import RecordedRequest
 from multitask.testing._wire_base import Provider
 
-__all__ = ["ReadingModel", "request_text", "request_token_limit"]
+__all__ = ["ReadingModel", "pdf_text", "request_text", "request_token_limit"]
 
 
 def _quote(match: re.Match[str]) -> dict[str, Any]:
@@ -122,16 +131,80 @@ def _text_of(provider: Provider, message: Any) -> str:
     if isinstance(message, str):
         return message
     if provider == "gemini":
-        return "".join(p["text"] for p in message.get("parts", []) if _has_text(p))
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    # Content parts: OpenAI chat {"type": "text"}, Responses {"type": "input_text"},
-    # Anthropic {"type": "text"}; images, files and documents carry no text to read.
-    parts = content if isinstance(content, list) else []
-    return "".join(
-        p["text"] for p in parts if _has_text(p) and p.get("type") in ("text", "input_text")
-    )
+        parts = message.get("parts", [])
+    else:
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        parts = content if isinstance(content, list) else []
+    # Consecutive text parts are one text; a PDF's text layer stands apart, a blank line
+    # before and after it.
+    out: list[str] = []
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        if _has_text(part) and (provider == "gemini" or part.get("type") in _TEXT_TYPES):
+            out.append(part["text"])
+            continue
+        pdf = _pdf_bytes(part)
+        if pdf is not None:
+            out.append(f"\n\n{pdf_text(pdf)}\n\n")
+    return "".join(out).strip("\n") if any(_is_pdf(p) for p in parts) else "".join(out)
+
+
+#: The text parts: OpenAI chat and Anthropic `text`, the Responses API's `input_text`.
+_TEXT_TYPES = ("text", "input_text")
+
+
+def _is_pdf(part: Any) -> bool:
+    return isinstance(part, dict) and _pdf_bytes(part, decode=False) is not None
+
+
+def _pdf_bytes(part: dict[str, Any], *, decode: bool = True) -> bytes | None:
+    """The bytes of a PDF part, in any provider's shape (None if it is not one):
+    chat `file.file_data`, Responses `file_data`, Anthropic `document.source.data`, Gemini
+    `inline_data.data` (or `inlineData`) with a PDF media type."""
+    kind = part.get("type")
+    data: Any = None
+    if kind == "file" and isinstance(part.get("file"), dict):
+        data = part["file"].get("file_data")
+    elif kind == "input_file":
+        data = part.get("file_data")
+    elif kind == "document" and isinstance(part.get("source"), dict):
+        source = part["source"]
+        if source.get("type") == "base64" and source.get("media_type") == "application/pdf":
+            data = source.get("data")
+    else:
+        inline = part.get("inline_data", part.get("inlineData"))
+        if isinstance(inline, dict):
+            mime = inline.get("mime_type", inline.get("mimeType"))
+            data = inline.get("data") if mime == "application/pdf" else None
+    if not isinstance(data, str):
+        return None
+    if data.startswith("data:"):
+        head, _, data = data.partition(",")
+        if "application/pdf" not in head:
+            return None
+    if not decode:
+        return b""
+    try:
+        return base64.b64decode(data)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def pdf_text(data: bytes) -> str:
+    """A PDF's text layer, its pages joined by blank lines, as pypdf reads it ("" without
+    pypdf, or for bytes it cannot read: a model that sees no text)."""
+    try:
+        pypdf: Any = importlib.import_module("pypdf")
+    except ImportError:
+        return ""
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data))
+        return "\n\n".join((page.extract_text() or "") for page in reader.pages)
+    except Exception:  # a broken PDF reads as no text, as a model would see none
+        return ""
 
 
 def _has_text(part: Any) -> bool:

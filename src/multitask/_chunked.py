@@ -30,7 +30,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._align import Aligner
-from ._document import Chunk, DocumentPlan, Place, Window
+from ._document import Chunk, DocumentPlan, Place, Window, check_sizes
 from ._engine import Engine, schema_for
 from ._exceptions import ConfigurationError, IncompleteOutputError
 from ._options import Options, merge_options
@@ -43,6 +43,7 @@ __all__ = [
     "CHUNK_OPTIONS",
     "CONTEXT_NOTE",
     "ChunkedStream",
+    "chunk_settings",
     "chunked_items",
     "document_items",
     "refuse_chunks",
@@ -139,17 +140,12 @@ def document_items(
     return engine.items(item_type, text, options, resume=resume, page_of=page_of)
 
 
-def chunked_items(
-    engine: Engine,
-    item_type: Any,
-    text: str,
-    options: Mapping[str, Any],
-    *,
-    resume_after: tuple[int, int] | None = None,
-    page_of: Callable[[int], int | None] | None = None,
-) -> ChunkedStream[Any]:
-    """`Engine.items` for a text read in chunks and continued after cuts (`page_of`: the
-    page of an offset in it, for the Quotes)."""
+def chunk_settings(
+    engine: Engine, item_type: Any, options: Mapping[str, Any]
+) -> tuple[Options, bool]:
+    """The options of a chunked reading and whether its items are grounded; a
+    `ConfigurationError` for chunk options that cannot be had (checked once by
+    `extract_many`, before any document)."""
     opts = merge_options(engine.options, options) if options else engine.options
     schema = schema_for(item_type)
     grounded = contains_quote(schema.item_adapter)
@@ -165,10 +161,26 @@ def chunked_items(
             "an item read twice in an overlap is told apart by where its quote is, or by its "
             f"key, and {schema.task_name} has no Quote (chunk_chars alone works without one)"
         )
+    check_sizes(opts.chunk_chars, opts.overlap_chars, opts.max_continuations)
     if opts.chunk_concurrency < 1:
         raise ConfigurationError(
             f"chunk_concurrency must be at least 1, not {opts.chunk_concurrency}"
         )
+    return opts, grounded
+
+
+def chunked_items(
+    engine: Engine,
+    item_type: Any,
+    text: str,
+    options: Mapping[str, Any],
+    *,
+    resume_after: tuple[int, int] | None = None,
+    page_of: Callable[[int], int | None] | None = None,
+) -> ChunkedStream[Any]:
+    """`Engine.items` for a text read in chunks and continued after cuts (`page_of`: the
+    page of an offset in it, for the Quotes)."""
+    opts, grounded = chunk_settings(engine, item_type, options)
     plan = DocumentPlan(
         text,
         chunk_chars=opts.chunk_chars,
@@ -183,7 +195,7 @@ def chunked_items(
     reader = _Reader(
         engine, item_type, plan, opts, asked, system, grounded=grounded, page_of=page_of
     )
-    item = getattr(schema, "item_type", item_type)
+    item = getattr(schema_for(item_type), "item_type", item_type)
     return ChunkedStream(reader, item_type=item, model=engine.model)
 
 
@@ -333,17 +345,14 @@ class _Reader:
 
     async def one_by_one(self) -> AsyncGenerator[Any, None]:
         """Every chunk's items, one request at a time, in the caller's task."""
-        delivered = 0
+        info = self.info
         try:
-            for chunk in self.plan.chunks:
-                if chunk.done:  # read before (`resume_after`)
-                    continue
+            for chunk in self.plan.todo:
                 async for item in self.chunk_items(chunk):
-                    delivered += 1
-                    self.info.items = delivered
+                    info.items += 1
                     yield item
         except IncompleteOutputError as exc:
-            exc.items_delivered = delivered
+            exc.items_delivered = info.items
             raise
 
     async def side_by_side(self, group: TaskGroup) -> AsyncGenerator[Any, None]:
@@ -352,7 +361,7 @@ class _Reader:
         order="document": chunk after chunk, each chunk's own channel holding what it read
         ahead; order="arrival": one channel, items as they come from any chunk."""
         slots = anyio.Semaphore(self.base.chunk_concurrency)
-        delivered = 0
+        info = self.info
         try:
             if self.base.order == "document":
                 send_order, chunks = anyio.create_memory_object_stream[
@@ -365,8 +374,7 @@ class _Reader:
                             async for got in receive:
                                 if isinstance(got, _Failed):
                                     raise got.error
-                                delivered += 1
-                                self.info.items = delivered
+                                info.items += 1
                                 yield got
                         slots.release()  # this chunk is taken: read one more ahead
             else:
@@ -376,11 +384,10 @@ class _Reader:
                     async for got in receive:
                         if isinstance(got, _Failed):
                             raise got.error
-                        delivered += 1
-                        self.info.items = delivered
+                        info.items += 1
                         yield got
         except IncompleteOutputError as exc:
-            exc.items_delivered = delivered
+            exc.items_delivered = info.items
             raise
 
     async def _start_in_order(
@@ -390,9 +397,7 @@ class _Reader:
         group: TaskGroup,
     ) -> None:
         async with send_order:
-            for chunk in self.plan.chunks:
-                if chunk.done:
-                    continue
+            for chunk in self.plan.todo:
                 await slots.acquire()  # released when the caller has taken the chunk
                 send, receive = anyio.create_memory_object_stream[Any](math.inf)
                 await send_order.send(receive)
@@ -402,9 +407,7 @@ class _Reader:
         self, send: MemoryObjectSendStream[Any], slots: anyio.Semaphore, group: TaskGroup
     ) -> None:
         async with send:
-            for chunk in self.plan.chunks:
-                if chunk.done:
-                    continue
+            for chunk in self.plan.todo:
                 await slots.acquire()  # released when the chunk is read
                 group.start_soon(self._read_chunk, chunk, send.clone(), slots)
 

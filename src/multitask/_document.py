@@ -32,7 +32,7 @@ from typing import Protocol
 
 from ._exceptions import ConfigurationError, IncompleteOutputError
 
-__all__ = ["Chunk", "DocumentPlan", "Place", "Span", "Window", "chunk_bounds"]
+__all__ = ["Chunk", "DocumentPlan", "Place", "Span", "Window", "check_sizes", "chunk_bounds"]
 
 # A sentence ends at one of these, then space (or at a CJK full stop, which needs none).
 _SENTENCE_END = re.compile(r"[.!?…]\s|[。！？]|\n\s*\n")
@@ -205,14 +205,7 @@ class DocumentPlan:
         max_continuations: int = 0,
         resume_after: tuple[int, int] | None = None,
     ) -> None:
-        if chunk_chars is not None and chunk_chars < 1:
-            raise ConfigurationError(f"chunk_chars must be at least 1, not {chunk_chars}")
-        if overlap_chars < 0:
-            raise ConfigurationError(f"overlap_chars must not be negative, not {overlap_chars}")
-        if max_continuations < 0:
-            raise ConfigurationError(
-                f"max_continuations must not be negative, not {max_continuations}"
-            )
+        check_sizes(chunk_chars, overlap_chars, max_continuations)
         self.text = text
         bounds = chunk_bounds(text, chunk_chars) if chunk_chars else [(0, len(text))]
         self.chunks = [
@@ -252,6 +245,16 @@ class DocumentPlan:
             else:
                 hi = mid - 1
         return self.chunks[lo]
+
+
+def check_sizes(chunk_chars: int | None, overlap_chars: int, max_continuations: int) -> None:
+    """A `ConfigurationError` for a size a plan cannot have."""
+    if chunk_chars is not None and chunk_chars < 1:
+        raise ConfigurationError(f"chunk_chars must be at least 1, not {chunk_chars}")
+    if overlap_chars < 0:
+        raise ConfigurationError(f"overlap_chars must not be negative, not {overlap_chars}")
+    if max_continuations < 0:
+        raise ConfigurationError(f"max_continuations must not be negative, not {max_continuations}")
 
 
 def chunk_bounds(text: str, size: int) -> list[tuple[int, int]]:

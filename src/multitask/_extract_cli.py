@@ -252,8 +252,6 @@ class _Job:
     #: Documents cut off in an earlier run, by key: the items the file holds of each, and the
     #: span of the last, which the reading starts after.
     read_on: dict[str, tuple[int, tuple[int, int]]] = field(default_factory=dict)
-    #: The documents in flight that have pages (PDFs read here), by key: for the rows' `page`.
-    paged: dict[str, Document] = field(default_factory=dict)
 
 
 def run_extract(args: argparse.Namespace) -> int:
@@ -321,19 +319,17 @@ def run_extract(args: argparse.Namespace) -> int:
         report = HtmlReport(Path(args.html) if args.html else None, schema=args.schema)
     except OSError as exc:
         raise UsageError(f"--html {args.html}: {exc.strerror or exc}") from None
-    paged: dict[str, Document] = {}
     job = _Job(
         client=client,
         item_type=item_type,
         adapter=adapter,
-        documents=lambda: report.read(read_documents(args, paths, skip=finished, paged=paged)),
+        documents=lambda: report.read(read_documents(args, paths, skip=finished)),
         total=None if paths is None or args.jsonl else sum(str(p) not in finished for p in paths),
         out=out,
         progress_bar=not args.no_progress,
         report=report,
         options=options,
         read_on=read_on,
-        paged=paged,
     )
     try:
         return anyio.run(_extract, job)
@@ -372,8 +368,7 @@ async def _extract(job: _Job) -> int:
                 progress = results.progress
                 async for r in results:
                     had = job.read_on[r.index][0] if r.done and r.index in job.read_on else 0
-                    pages = job.paged.pop(r.index, None) if r.done else job.paged.get(r.index)
-                    job.out.write(_line(r, job.adapter, had, pages) + "\n")
+                    job.out.write(_line(r, job.adapter, had) + "\n")
                     job.out.flush()
                     job.report.add(r)
             tg.cancel_scope.cancel()
@@ -408,19 +403,16 @@ def _first(group: BaseExceptionGroup[Any]) -> BaseException:
     return exc
 
 
-def _line(
-    r: Result[Any], adapter: TypeAdapter[Any], had: int = 0, pages: Document | None = None
-) -> str:
+def _line(r: Result[Any], adapter: TypeAdapter[Any], had: int = 0) -> str:
     """One output line; `had`: the items an earlier run wrote of the document (counted in
-    its last line); `pages`: the document read with its pages, for an item row's `page`."""
+    its last line)."""
     if not r.done:
         item = adapter.dump_python(r.item, mode="json")
         if r.start is None:
             return json.dumps({"key": r.index, "item": item}, ensure_ascii=False)
         row = {"key": r.index, "item": item, "start": r.start, "end": r.end, "match": r.match}
-        page = pages.page_of(r.start) if pages is not None else None
-        if page is not None:
-            row["page"] = page
+        if r.page is not None:
+            row["page"] = r.page
         return json.dumps(row, ensure_ascii=False)
     if r.error is not None:
         return json.dumps(
@@ -597,13 +589,12 @@ async def read_documents(
     paths: list[Path] | None,
     *,
     skip: set[str],
-    paged: dict[str, Document] | None = None,
 ) -> AsyncIterator[tuple[str, Any]]:
     """(key, document) pairs, read as they are asked for: one per file, or per line of stdin
     or of JSON-lines files; the keys in `skip` are left out (a skipped file is not even read).
 
-    A file is read by its kind (`_read_file`); one read with pages (a PDF's text layer) is
-    kept in `paged` under its key, before it is handed on, for its rows' `page`."""
+    A file is read by its kind (`_read_file`): a PDF's text layer is a `Document`, whose
+    pages `extract_many` puts on its items' `Result.page`."""
     if paths is None:
         with os.fdopen(os.dup(sys.stdin.fileno()), "rb") as f:
             async for document in _line_documents(f, "stdin", args, skip):
@@ -615,13 +606,7 @@ async def read_documents(
                 async for document in _line_documents(f, str(path), args, skip):
                     yield document
         elif str(path) not in skip:
-            read = await anyio.to_thread.run_sync(_read_file, path, args.pdf)
-            if isinstance(read, Document):
-                if paged is not None and read.pages:
-                    paged[str(path)] = read
-                yield str(path), read.text
-            else:
-                yield str(path), read
+            yield str(path), await anyio.to_thread.run_sync(_read_file, path, args.pdf)
 
 
 async def _line_documents(

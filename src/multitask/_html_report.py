@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from ._highlight import Document, highlight_page
 from ._many import Result
+from ._sources import Document as Source
 
 __all__ = ["HtmlReport"]
 
@@ -37,7 +38,10 @@ class HtmlReport:
         """`documents` as they are, each text kept (a file sent as it is, a PDF, has none)."""
         async for key, text in documents:
             if self._file is not None:
-                shown = text if isinstance(text, str) else ""
+                if isinstance(text, Source):  # a PDF's text layer, a page's visible text
+                    shown = text.text
+                else:
+                    shown = text if isinstance(text, str) else ""
                 self._documents[key] = Document(shown, name=str(key))
                 self._positions[key] = []
             yield key, text

@@ -27,7 +27,7 @@ import anyio
 from anyio.abc import ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ._chunked import ChunkedStream, chunked_items, document_items, wants_chunks
+from ._chunked import ChunkedStream, chunk_settings, document_items, wants_chunks
 from ._engine import Engine
 from ._exceptions import ConfigurationError, MultitaskError
 from ._parts import PDF, Image, Input
@@ -62,7 +62,8 @@ class Result(Generic[T]):
     `index` is the document's position in the input, or the key given with it. An item event
     has `item` (and `position`, the item's place in its document, counted from 0 in each
     run); when the item type has a `multitask.Quote`, also `start`, `end` and `match`: the
-    span of the item's first grounded Quote (in field order), None for an item without one.
+    span of the item's first grounded Quote (in field order), None for an item without one,
+    and `page`, the page its start is on (for a `multitask.Document` with pages).
     The document's last event has `done=True` and either `usage` (finished) or `error`
     (failed for good).
     """
@@ -77,6 +78,7 @@ class Result(Generic[T]):
     start: int | None = None
     end: int | None = None
     match: str | None = None
+    page: int | None = None  # the page `start` is on, for a `Document` with pages
 
     @property
     def ok(self) -> bool:
@@ -139,7 +141,7 @@ async def extract_many(
     # one failed `Result` each.
     prepared = engine.prepare(item_type, "", options)
     if wants_chunks(engine, options):
-        await chunked_items(engine, item_type, "", options).aclose()
+        chunk_settings(engine, item_type, options)
     send, receive = anyio.create_memory_object_stream[Result[Any]](buffer)
     progress = Progress()
     fanout = _Fanout(engine, item_type, options, send, progress, on_progress)
@@ -228,6 +230,7 @@ class _Fanout:
                             start=quote.start,
                             end=quote.end,
                             match=quote.match,
+                            page=quote.page,
                         )
                     await self.send.send(result)
                     delivered += 1

@@ -35,9 +35,9 @@ from ._engine import Engine, schema_for
 from ._exceptions import ConfigurationError, IncompleteOutputError
 from ._options import Options, merge_options
 from ._parts import resolve
-from ._providers import Usage
 from ._quote import contains_quote, first_quote
 from ._stream import ItemStream, StreamInfo
+from ._telemetry import NO_EXTRACTION, ExtractionTrace
 
 __all__ = [
     "CHUNK_OPTIONS",
@@ -273,9 +273,12 @@ class _Reader:
     info: StreamInfo = field(default_factory=StreamInfo)
     #: The `key`s of the items delivered, when the options give a `key`.
     keys: set[Any] = field(default_factory=set)
+    #: The text's extraction span, from the first item asked for; its requests go under it.
+    trace: ExtractionTrace = NO_EXTRACTION
 
-    def request(self, window: Window) -> ItemStream[Any]:
-        """One request over `window`, its quotes grounded in the window's text."""
+    def request(self, window: Window, chunk: Chunk) -> ItemStream[Any]:
+        """One request over `window` (the chunk's latest), its quotes grounded in the
+        window's text."""
         text = self.plan.text
         messages = list(self.base.messages or ())
         if window.context < window.start:
@@ -296,7 +299,10 @@ class _Reader:
         # `resume`: a request that fails after items is retried too, its answer's first
         # items checked against those and skipped (each item once, as in extract_many).
         part = text[window.start : window.end]
-        return self.engine.items(self.item_type, part, asked, aligner=aligner, resume=True)
+        within = (self.trace, chunk.index, chunk.requests)
+        return self.engine.items(
+            self.item_type, part, asked, aligner=aligner, resume=True, within=within
+        )
 
     async def chunk_items(self, chunk: Chunk) -> AsyncGenerator[Any, None]:
         """One chunk's new items, in the reader's order; then its error, if it failed.
@@ -310,7 +316,7 @@ class _Reader:
         try:
             window: Window | None = chunk.window()
             while window is not None:
-                stream = self.request(window)
+                stream = self.request(window, chunk)
                 cut = False
                 try:
                     async with stream:
@@ -346,6 +352,7 @@ class _Reader:
     async def one_by_one(self) -> AsyncGenerator[Any, None]:
         """Every chunk's items, one request at a time, in the caller's task."""
         info = self.info
+        self.start_trace()
         try:
             for chunk in self.plan.todo:
                 async for item in self.chunk_items(chunk):
@@ -353,7 +360,12 @@ class _Reader:
                     yield item
         except IncompleteOutputError as exc:
             exc.items_delivered = info.items
+            self.end_trace(exc)
             raise
+        except BaseException as exc:
+            self.end_trace(exc)
+            raise
+        self.end_trace(None)
 
     async def side_by_side(self, group: TaskGroup) -> AsyncGenerator[Any, None]:
         """Every chunk's items, up to `chunk_concurrency` chunks read at once in `group`.
@@ -362,6 +374,7 @@ class _Reader:
         ahead; order="arrival": one channel, items as they come from any chunk."""
         slots = anyio.Semaphore(self.base.chunk_concurrency)
         info = self.info
+        self.start_trace()
         try:
             if self.base.order == "document":
                 send_order, chunks = anyio.create_memory_object_stream[
@@ -388,7 +401,23 @@ class _Reader:
                         yield got
         except IncompleteOutputError as exc:
             exc.items_delivered = info.items
+            self.end_trace(exc)
             raise
+        except BaseException as exc:
+            self.end_trace(exc)
+            raise
+        self.end_trace(None)
+
+    def start_trace(self) -> None:
+        """The text's extraction span starts (under the span current now)."""
+        self.trace = self.engine.telemetry.extraction(schema_for(self.item_type).task_name)
+
+    def end_trace(self, error: BaseException | None) -> None:
+        """The text's extraction span ends: its chunks read and the requests that continued
+        one (after a cut answer)."""
+        chunks = [chunk.requests for chunk in self.plan.chunks if chunk.requests]
+        continuations = sum(requests - 1 for requests in chunks)
+        self.trace.end(self.info, error, chunks=len(chunks), continuations=continuations)
 
     async def _start_in_order(
         self,
@@ -441,7 +470,4 @@ def _add_up(total: StreamInfo, one: StreamInfo) -> None:
     total.finish_reason = one.finish_reason
     total.skipped.extend(one.skipped)
     if one.usage is not None:
-        was = total.usage or Usage()
-        total.usage = Usage(
-            was.input_tokens + one.usage.input_tokens, was.output_tokens + one.usage.output_tokens
-        )
+        total.usage = one.usage if total.usage is None else total.usage + one.usage

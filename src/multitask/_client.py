@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 from urllib.parse import urlsplit
 
 import httpx2
@@ -29,6 +29,12 @@ from ._providers._provider import unsupported_mode
 from ._ratelimit import RateLimiter
 from ._stream import ItemStream
 from ._taskmodel import MultiTaskModel
+from ._telemetry import Telemetry
+
+if TYPE_CHECKING:  # the `otel` extra's, for the annotation only
+    from opentelemetry.trace import (  # type: ignore[import-not-found, unused-ignore]  # pyright: ignore[reportMissingImports]
+        TracerProvider,
+    )
 
 __all__ = ["DEFAULT_TIMEOUT", "Client", "Options"]
 
@@ -51,6 +57,11 @@ class Client:
     `AzureOpenAI(api_version=...)`); the model's prefix then only names it.
     Any `Options` field given here is the default for every call.
 
+    With `opentelemetry-api` installed, each extraction is a span, and each request attempt a
+    span under it (the GenAI semantic conventions), sent to `tracer_provider` (default: the
+    global one). `trace_content=True` puts the prompt and the items in them too (default: the
+    `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` variable; off). See the tracing page.
+
     What no request could get past (no model or key, an unknown provider, a mode the
     provider lacks, a base URL without http:// or https://, an unknown option or one of the
     wrong type) raises `ConfigurationError` here, not at the first request.
@@ -70,6 +81,8 @@ class Client:
         rpm: float | None = None,
         tpm: float | None = None,
         limiter: RateLimiter | None = None,
+        tracer_provider: TracerProvider | None = None,
+        trace_content: bool | None = None,
         **options: Any,
     ) -> None:
         model = model or os.environ.get("MULTITASK_MODEL")
@@ -98,6 +111,9 @@ class Client:
             http_client=http_client,
             max_connections=max_connections,
             limiter=limiter if limiter is not None else RateLimiter(rpm=rpm, tpm=tpm),
+            telemetry=Telemetry(
+                chosen, model_name, tracer_provider=tracer_provider, content=trace_content
+            ),
         )
         #: How many documents `extract_many` works on at once, by default.
         self.max_concurrency = max_concurrency

@@ -39,6 +39,7 @@ from ._ratelimit import RateLimiter
 from ._retry import Replay, backoff, retry_delay
 from ._stream import ItemStream, StreamInfo
 from ._taskmodel import MultiTask, MultiTaskModel
+from ._telemetry import ExtractionTrace, Telemetry
 from ._transport import StreamingTransport
 
 __all__ = ["Engine", "Prepared", "schema_for"]
@@ -74,6 +75,7 @@ class Engine:
         http_client: httpx2.AsyncClient | None,
         max_connections: int,
         limiter: RateLimiter,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.provider = provider
         #: `"provider:model_name"`, as streams and results name it.
@@ -82,6 +84,8 @@ class Engine:
         self.model_name = model_name
         self.options = options
         self.limiter = limiter
+        #: Its spans (see `_telemetry`): the global tracer provider's, content off, by default.
+        self.telemetry = telemetry or Telemetry(provider, model_name)
         self._headers = dict(headers)
         #: The pool is ours (made on first use, closed by `aclose`), not the caller's.
         self.own_pool = http_client is None
@@ -160,11 +164,13 @@ class Engine:
         aligner: Aligner | None = None,
         parts: Parts | None = None,
         page_of: Callable[[int], int | None] | None = None,
+        within: tuple[ExtractionTrace, int, int] | None = None,
     ) -> ItemStream[Any]:
         """The validated items of one extraction, as an `ItemStream` (typed by the caller).
 
         `aligner`: what its Quotes are grounded in, when not the text itself (a window of a
-        longer text, `_chunked`). `parts`, `page_of`: as `prepare` takes them."""
+        longer text, `_chunked`). `parts`, `page_of`: as `prepare` takes them. `within`: the
+        chunked text's extraction span its requests go under, the chunk and its request."""
         prepared = self.prepare(
             item_type, text, options, aligner=aligner, parts=parts, page_of=page_of
         )
@@ -182,7 +188,7 @@ class Engine:
             )
 
         info = StreamInfo()
-        agen = self.run(prepared, info, new_pipeline, resume=resume)
+        agen = self.run(prepared, info, new_pipeline, resume=resume, within=within)
         item = getattr(schema, "item_type", item_type)
         return ItemStream(agen, info, item_type=item, model=self.model)
 
@@ -193,12 +199,14 @@ class Engine:
         new_pipeline: Callable[[], Pipeline[Any, E]],
         *,
         resume: bool = False,
+        within: tuple[ExtractionTrace, int, int] | None = None,
     ) -> AsyncGenerator[E, None]:
         """The request loop: send, stream out what the pipeline completes, retry what may be.
 
         With `resume`, a stream that fails after delivering items is retried too, and the
         retry's first items are checked against the ones delivered and skipped, so the caller
         sees every item once (`RetryDivergedError` if the retry's answer differs).
+        Each attempt is a span under the extraction's (`trace`; `within`: see `items`).
         """
         opts, spec, request = prepared.opts, prepared.spec, prepared.request
         provider, limiter = self.provider, self.limiter
@@ -210,12 +218,14 @@ class Engine:
         deadline = anyio.current_time() + opts.deadline if opts.deadline is not None else math.inf
         estimate = _estimate_tokens(request.json, spec.max_tokens)
         replay: Replay[E] = Replay(resume)
+        trace = self.telemetry.requests(spec, request.url, within)
         attempt = 0
         while True:
             attempt += 1
             info.attempts = attempt
             replay.restart()
-            await limiter.acquire(estimate)
+            with trace.guard():  # a cancellation before the request ends the spans too
+                await limiter.acquire(estimate)
             if prepared.aligner is not None:
                 # An attempt reads its answer from the first item: its quotes claim their spans
                 # afresh, so a replayed item gets the span it was delivered with (and `Replay`,
@@ -227,6 +237,7 @@ class Engine:
             info.skipped = pipeline.skipped
             response: httpx2.Response | None = None
             try:
+                trace.attempt(attempt, info)
                 async with AsyncExitStack() as stack:
                     # The deadline covers the wait for the response head and an error body too.
                     with anyio.fail_after(deadline - anyio.current_time()):
@@ -258,15 +269,20 @@ class Engine:
                         info.usage = pipeline.usage
                         for x in replay.fresh(out):
                             info.items = replay.count(pipeline.delivered)
+                            if trace.content:
+                                trace.item(x)
                             yield x
                 out = pipeline.close()
                 info.usage = pipeline.usage
                 info.finish_reason = pipeline.finish_reason
                 for x in replay.fresh(out):
                     info.items = replay.count(pipeline.delivered)
+                    if trace.content:
+                        trace.item(x)
                     yield x
                 pipeline.raise_for_outcome()
                 replay.check_complete()
+                trace.done()
                 return
             except (*HTTPX2_ERRORS, TimeoutError, ProviderError) as exc:
                 provider.redact(exc)  # a key the server echoed, out of every message
@@ -278,16 +294,24 @@ class Engine:
                 if isinstance(error, APIStatusError) and error.status_code == 429:
                     limiter.backoff(delay if delay is not None else backoff(attempt))
                 if delay is None or anyio.current_time() + delay >= deadline:
+                    trace.failed(error)
                     raise error from exc
+                trace.retrying(error, delay)
             except MultitaskError as exc:
                 provider.redact(exc)
+                trace.failed(exc)
+                raise
+            except BaseException as exc:  # cancelled, the stream closed early, or a bug
+                trace.failed(exc)
                 raise
             finally:
                 if response is not None:
                     unbind(response)
                 usage = pipeline.usage
                 limiter.settle(estimate, usage.total_tokens if usage else estimate)
-            await anyio.sleep(delay)
+                trace.attempt_end(info, pipeline, response)
+            with trace.guard():
+                await anyio.sleep(delay)
 
 
 @lru_cache(maxsize=256)

@@ -114,6 +114,8 @@ _KEYWORDS: Final = (
     "tpm",
     "limiter",
     "max_connections",
+    "tracer_provider",
+    "trace_content",
     "min_interval",
     "partial_strings",
     "max_snapshot_values",

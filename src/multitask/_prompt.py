@@ -18,14 +18,12 @@ def default_system(task_name: str, *, parallel: bool = False) -> str:
     """The default instruction: find every item, in order, and answer with the `tasks` list."""
     if parallel:
         return (
-            f"You extract structured data. Find every `{task_name}` in the user's text and call "
-            f"the `{task_name}` tool once for each of them, in the order they appear. Do not "
-            f"invent values that the text does not support."
+            f"Call the `{task_name}` tool once for each `{task_name}` in the user's text, in "
+            f"the order they appear. Use only values the text supports."
         )
     return (
-        f"You extract structured data. Find every `{task_name}` in the user's text and return "
-        f"all of them, in the order they appear, as the `tasks` list. Do not invent values "
-        f"that the text does not support."
+        f"Extract every `{task_name}` in the user's text into the `tasks` list, in the order "
+        f"they appear. Use only values the text supports."
     )
 
 

@@ -38,6 +38,9 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: What the tokens cost in US dollars, from a price table; None when the model's price is
+    #: not known (a wrong figure would be worse than none).
+    cost: float | None = None
 
     def __post_init__(self) -> None:
         # Counts come from the wire: a string or a float must not break arithmetic later.
@@ -47,6 +50,15 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        """Two requests' usage together; the cost is known only if both costs are."""
+        cost = None if self.cost is None or other.cost is None else self.cost + other.cost
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            cost=cost,
+        )
 
 
 def _count(value: Any) -> int:
